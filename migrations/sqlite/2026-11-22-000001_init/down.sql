@@ -1,0 +1,11 @@
+DROP TABLE attendance;
+DROP TABLE checkins;
+DROP TABLE messages;
+DROP TABLE files;
+DROP TABLE conversation_members;
+DROP TABLE conversations;
+DROP TABLE trainer_clients;
+DROP TABLE presence_log;
+DROP TABLE revoked_tokens;
+DROP TABLE refresh_tokens;
+DROP TABLE users;

@@ -1,0 +1,290 @@
+//! Building and running the server: storage, actors, HTTP, and a graceful shutdown that
+//! closes every socket with 4200 and flushes presence before exiting.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::middleware::{from_fn, NormalizePath};
+use actix_web::{web, App, HttpServer};
+
+use crate::auth::jwt::{load_or_create_secret, JwtKeys};
+use crate::auth::revocation::RevocationList;
+use crate::auth::throttle::LoginThrottle;
+use crate::broker::memory::MemoryBroker;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::db::Db;
+use crate::domain::directory::Directory;
+use crate::domain::users::{CreateUser, UserView};
+use crate::error::{AppError, AppResult};
+use crate::jobs::sweeper::Sweeper;
+use crate::metrics::Metrics;
+use crate::realtime::hub::{CloseAll, Hub};
+use crate::realtime::presence::{FlushNow, HubPresence, PresenceServer, Restore};
+use crate::state::AppState;
+
+/// Opens the database and runs pending migrations.
+pub fn open_db(config: &Config) -> AppResult<Db> {
+    let db = Db::connect(&config.database_url, config.db_pool_size)?;
+    let n = db.migrate()?;
+    if n > 0 {
+        log::info!("applied {n} migration(s) ({})", db.backend_name());
+    }
+    Ok(db)
+}
+
+/// On a database with no users, creates `admin` (PROTOCOL §1).
+fn bootstrap_admin(db: &Db, config: &Config) -> AppResult<()> {
+    let mut conn = db.write_conn()?;
+    if crate::db::users::count(&mut conn)? > 0 {
+        return Ok(());
+    }
+    let (password, generated) = match &config.admin_password {
+        Some(p) => (p.clone(), false),
+        None => {
+            use rand::distributions::{Alphanumeric, DistString};
+            (
+                Alphanumeric.sample_string(&mut rand::thread_rng(), 20),
+                true,
+            )
+        }
+    };
+    let req = CreateUser {
+        username: "admin".into(),
+        password: password.clone(),
+        role: "admin".into(),
+        display_name: Some("Administrator".into()),
+    };
+    crate::domain::users::create_user(&mut conn, &req)?;
+    if generated {
+        log::warn!("created user admin with the generated password {password} (shown once; set SPOTTER_ADMIN_PASSWORD to choose it)");
+    } else {
+        log::info!("created user admin with the password from SPOTTER_ADMIN_PASSWORD");
+    }
+    Ok(())
+}
+
+/// Everything `serve` starts, before the HTTP server.
+pub struct Started {
+    pub state: AppState,
+    pub sweeper: Addr<Sweeper>,
+}
+
+/// Builds the state and starts the actors (inside a running actix system).
+pub async fn start(config: Config) -> AppResult<Started> {
+    let config = Arc::new(config);
+    let cfg = config.clone();
+    let (db, rows, revoked) = web::block(move || -> AppResult<_> {
+        let db = open_db(&cfg)?;
+        bootstrap_admin(&db, &cfg)?;
+        let mut conn = db.read_conn()?;
+        let rows = crate::db::users::list(&mut conn)?;
+        let revoked =
+            crate::db::users::load_revoked(&mut conn, crate::time::to_db(crate::time::now()))?;
+        Ok((db, rows, revoked))
+    })
+    .await??;
+
+    let secret =
+        load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir).map_err(|e| {
+            AppError::Unavailable(format!("SPOTTER_DATA_DIR: cannot keep the JWT secret: {e}"))
+        })?;
+    if let Some(url) = &config.redis_url {
+        return Err(AppError::Unavailable(format!(
+            "SPOTTER_REDIS_URL is set ({url}) but this build serves a single instance only: unset it"
+        )));
+    }
+
+    let metrics = Arc::new(Metrics::new());
+    let directory = Arc::new(Directory::load(&rows));
+    let revocations = RevocationList::default();
+    revocations.revoke(
+        revoked
+            .into_iter()
+            .map(|(jti, exp)| (jti, exp.and_utc().timestamp())),
+    );
+
+    // The hub and presence know each other: create presence's address first.
+    let presence_ctx = Context::<PresenceServer>::new();
+    let presence = presence_ctx.address();
+    let hub = Hub::new(Arc::new(HubPresence(presence.clone())), metrics.clone()).start();
+    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
+    let presence_actor = PresenceServer::new(
+        db.clone(),
+        broker.clone(),
+        directory.clone(),
+        metrics.clone(),
+        config.heartbeat_timeout,
+        config.flush_interval,
+    );
+    presence_ctx.run(presence_actor);
+    let stored: Vec<_> = rows
+        .iter()
+        .map(|r| (r.id, r.is_online, r.last_seen.map(crate::time::from_db)))
+        .collect();
+    presence.do_send(Restore(stored));
+
+    let state = AppState {
+        throttle: Arc::new(LoginThrottle::new(
+            config.login_max_failures,
+            config.login_window,
+        )),
+        config,
+        db,
+        jwt: Arc::new(JwtKeys::new(&secret)),
+        revoked: Arc::new(revocations),
+        directory,
+        metrics,
+        hub,
+        presence,
+        broker,
+        chat: Default::default(),
+        stats: Default::default(),
+    };
+    crate::domain::checkins::init(&state).await?;
+    let sweeper = Sweeper::new(state.clone()).start();
+    Ok(Started { state, sweeper })
+}
+
+/// `spotter serve`: runs until SIGTERM/SIGINT, then drains.
+pub async fn serve(config: Config) -> std::io::Result<()> {
+    let bind = config.bind.clone();
+    let drain = config.drain;
+    let started = start(config)
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    let state = started.state.clone();
+    let data = web::Data::new(state.clone());
+    let server = HttpServer::new(move || {
+        let st = data.get_ref().clone();
+        App::new()
+            .app_data(data.clone())
+            .configure(move |c| crate::http::configure(c, &st))
+            .wrap(from_fn(crate::http::observe))
+            .wrap(NormalizePath::trim())
+    })
+    .disable_signals()
+    .shutdown_timeout(drain.as_secs())
+    .bind(&bind)?;
+    for addr in server.addrs() {
+        log::info!(
+            "listening on http://{addr} ({} storage)",
+            state.db.backend_name()
+        );
+    }
+    let server = server.run();
+    let handle = server.handle();
+
+    let st = state.clone();
+    actix_web::rt::spawn(async move {
+        wait_for_signal().await;
+        log::info!(
+            "shutting down: closing sockets with 4200, draining for up to {}s",
+            drain.as_secs()
+        );
+        match st
+            .hub
+            .send(CloseAll {
+                code: crate::realtime::session::CLOSE_RESTARTING,
+                reason: "server restarting".into(),
+            })
+            .await
+        {
+            Ok(n) => log::info!("closed {n} sockets"),
+            Err(e) => log::error!("hub did not answer: {e}"),
+        }
+        let stop = handle.stop(true);
+        if actix_web::rt::time::timeout(drain, stop).await.is_err() {
+            log::warn!("drain time ran out; stopping now");
+        }
+    });
+    server.await?;
+    match state.presence.send(FlushNow).await {
+        Ok(Ok(())) => log::info!("presence flushed"),
+        Ok(Err(e)) => log::error!("final presence flush failed: {e}"),
+        Err(e) => log::error!("presence actor gone before the final flush: {e}"),
+    }
+    drop(started);
+    log::info!("bye");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `spotter user create`: creates a user and returns its JSON.
+pub fn cli_create_user(config: &Config, req: CreateUser) -> AppResult<UserView> {
+    let db = open_db(config)?;
+    let mut conn = db.write_conn()?;
+    let row = crate::domain::users::create_user(&mut conn, &req)?;
+    Ok(UserView::from_row(&row, Some((false, None))))
+}
+
+/// `spotter demo`: a small gym. Existing usernames are left alone.
+pub fn cli_demo(config: &Config) -> AppResult<Vec<(String, String, String)>> {
+    let db = open_db(config)?;
+    bootstrap_admin(&db, config)?;
+    let mut conn = db.write_conn()?;
+    let people = [
+        ("trainer.anna", "Anna Kowalski", "trainer"),
+        ("trainer.ben", "Ben Okafor", "trainer"),
+        ("member.carla", "Carla Mendes", "member"),
+        ("member.dev", "Dev Patel", "member"),
+        ("member.emma", "Emma Larsen", "member"),
+        ("member.finn", "Finn O'Brien", "member"),
+        ("staff.gina", "Gina Rossi", "staff"),
+        ("device.turnstile1", "Turnstile 1", "device"),
+    ];
+    let mut logins = Vec::new();
+    let mut ids = std::collections::HashMap::new();
+    for (username, name, role) in people {
+        let password = format!("{}-demo-pass", role);
+        let row = match crate::db::users::find_by_username(&mut conn, username)? {
+            Some(r) => r,
+            None => crate::domain::users::create_user(
+                &mut conn,
+                &CreateUser {
+                    username: username.into(),
+                    password: password.clone(),
+                    role: role.into(),
+                    display_name: Some(name.into()),
+                },
+            )?,
+        };
+        ids.insert(username, row.id);
+        logins.push((username.to_string(), password, role.to_string()));
+    }
+    crate::db::trainers::assign(
+        &mut conn,
+        ids["trainer.anna"],
+        &[ids["member.carla"], ids["member.dev"]],
+    )?;
+    crate::db::trainers::assign(
+        &mut conn,
+        ids["trainer.ben"],
+        &[ids["member.emma"], ids["member.finn"]],
+    )?;
+    Ok(logins)
+}

@@ -1,0 +1,24 @@
+//! The broker: every room event and every cross-instance control message goes through it,
+//! so that moving from one instance to several changes no call site. The in-process broker
+//! hands events to this instance's hub; a Redis broker (PROTOCOL §1, `SPOTTER_REDIS_URL`)
+//! would publish them to the other instances as well and deliver locally on receipt.
+
+pub mod memory;
+
+use futures_util::future::BoxFuture;
+
+use crate::realtime::hub::{CloseTokens, CloseUser, Deliver};
+
+/// One event for every instance's hub.
+#[derive(Debug, Clone)]
+pub enum BrokerEvent {
+    Deliver(Deliver),
+    CloseUser(CloseUser),
+    CloseTokens(CloseTokens),
+}
+
+/// Publishes events to every instance (this one included).
+pub trait Broker: Send + Sync {
+    /// Resolves once the event is accepted; waits while the hub's bounded queue is full.
+    fn publish(&self, event: BrokerEvent) -> BoxFuture<'static, ()>;
+}

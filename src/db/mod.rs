@@ -1,0 +1,198 @@
+//! Storage: the connection pools for both backends, `read`/`write` helpers that run every
+//! diesel call on the blocking pool, embedded migrations, and one module per table group.
+//!
+//! Queries are written once and compiled for both backends through [`with_conn!`]; the
+//! few places where the backends differ (SQLite's `BEGIN IMMEDIATE`) are in [`transaction!`].
+
+pub mod ids;
+pub mod schema;
+pub mod trainers;
+pub mod users;
+
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use diesel::{PgConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::config::DatabaseUrl;
+use crate::error::{AppError, AppResult};
+
+pub use ids::*;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+
+/// How long SQLite waits on a lock held by another connection before giving up.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a request waits for a pooled connection before answering 503.
+const POOL_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
+/// SQLite readers: WAL lets them run beside the single writer.
+const SQLITE_READERS: u32 = 4;
+
+/// A checked-out connection of either backend.
+pub enum Conn {
+    Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
+    Pg(PooledConnection<ConnectionManager<PgConnection>>),
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection` or
+/// `&mut PgConnection`): the body is compiled once per backend.
+#[macro_export]
+macro_rules! with_conn {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::db::Conn::Sqlite(pooled) => {
+                let $c: &mut ::diesel::SqliteConnection = &mut **pooled;
+                $body
+            }
+            $crate::db::Conn::Pg(pooled) => {
+                let $c: &mut ::diesel::PgConnection = &mut **pooled;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` in a write transaction: `BEGIN IMMEDIATE` on SQLite (so two writers never
+/// deadlock upgrading a read lock), a plain transaction on PostgreSQL. The body returns
+/// `Result<T, AppError>`.
+#[macro_export]
+macro_rules! transaction {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match $conn {
+            $crate::db::Conn::Sqlite(pooled) => {
+                let conn: &mut ::diesel::SqliteConnection = &mut **pooled;
+                conn.immediate_transaction::<_, $crate::error::AppError, _>(|$c| $body)
+            }
+            $crate::db::Conn::Pg(pooled) => {
+                let conn: &mut ::diesel::PgConnection = &mut **pooled;
+                ::diesel::Connection::transaction::<_, $crate::error::AppError, _>(conn, |$c| $body)
+            }
+        }
+    };
+}
+
+#[derive(Debug)]
+struct SqlitePragmas;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragmas {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        conn.batch_execute(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+            SQLITE_BUSY_TIMEOUT.as_millis()
+        ))
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// The database: SQLite with one writer and a few readers, or a PostgreSQL pool.
+#[derive(Clone)]
+pub enum Db {
+    Sqlite {
+        read: Pool<ConnectionManager<SqliteConnection>>,
+        /// One connection: SQLite serializes writers anyway, and queueing them here is
+        /// fairer and faster than its busy-sleep loop.
+        write: Pool<ConnectionManager<SqliteConnection>>,
+    },
+    Pg(Pool<ConnectionManager<PgConnection>>),
+}
+
+impl Db {
+    /// Opens the pools. Fails when the database cannot be reached.
+    pub fn connect(url: &DatabaseUrl, pool_size: u32) -> AppResult<Db> {
+        match url {
+            DatabaseUrl::Sqlite(path) => {
+                if let Some(dir) = std::path::Path::new(path).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            AppError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                        })?;
+                    }
+                }
+                let build = |size: u32| {
+                    Pool::builder()
+                        .max_size(size)
+                        .connection_timeout(POOL_CHECKOUT_TIMEOUT)
+                        .connection_customizer(Box::new(SqlitePragmas))
+                        .build(ConnectionManager::<SqliteConnection>::new(path))
+                };
+                // The writer is opened first so that WAL mode is set before readers attach.
+                let write = build(1)?;
+                let read = build(SQLITE_READERS.min(pool_size.max(1)))?;
+                Ok(Db::Sqlite { read, write })
+            }
+            DatabaseUrl::Postgres(url) => {
+                let pool = Pool::builder()
+                    .max_size(pool_size.max(2))
+                    .connection_timeout(POOL_CHECKOUT_TIMEOUT)
+                    .build(ConnectionManager::<PgConnection>::new(url))?;
+                Ok(Db::Pg(pool))
+            }
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Db::Sqlite { .. } => "sqlite",
+            Db::Pg(_) => "postgres",
+        }
+    }
+
+    /// A connection for reading, checked out synchronously (blocking threads only).
+    pub fn read_conn(&self) -> AppResult<Conn> {
+        Ok(match self {
+            Db::Sqlite { read, .. } => Conn::Sqlite(read.get()?),
+            Db::Pg(p) => Conn::Pg(p.get()?),
+        })
+    }
+
+    /// A connection for writing, checked out synchronously (blocking threads only).
+    pub fn write_conn(&self) -> AppResult<Conn> {
+        Ok(match self {
+            Db::Sqlite { write, .. } => Conn::Sqlite(write.get()?),
+            Db::Pg(p) => Conn::Pg(p.get()?),
+        })
+    }
+
+    /// Runs `f` with a read connection on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> AppResult<T>
+    where
+        F: FnOnce(&mut Conn) -> AppResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        actix_web::web::block(move || f(&mut db.read_conn()?)).await?
+    }
+
+    /// Runs `f` with the write connection on the blocking pool.
+    pub async fn write<T, F>(&self, f: F) -> AppResult<T>
+    where
+        F: FnOnce(&mut Conn) -> AppResult<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let db = self.clone();
+        actix_web::web::block(move || f(&mut db.write_conn()?)).await?
+    }
+
+    /// Runs pending migrations; returns how many ran.
+    pub fn migrate(&self) -> AppResult<usize> {
+        let mut conn = self.write_conn()?;
+        let applied = match &mut conn {
+            Conn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+            Conn::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len()),
+        };
+        applied.map_err(|e| AppError::Unavailable(format!("migrations failed: {e}")))
+    }
+
+    /// Readiness: a trivial query.
+    pub async fn ping(&self) -> AppResult<()> {
+        self.read(|conn| {
+            with_conn!(conn, c => c.batch_execute("SELECT 1"))?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,8 @@
+//! The actions of Spotter, one function per action, shared by the HTTP API, the socket
+//! and the CLI.
+
+pub mod attendance;
+pub mod chat;
+pub mod checkins;
+pub mod directory;
+pub mod users;

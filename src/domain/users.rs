@@ -1,0 +1,257 @@
+//! Users: roles, account statuses, the user object of the contract, and account actions
+//! shared by the HTTP API and the CLI.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::db::users::{NewUser, UserRow, UserUpdate};
+use crate::db::{Conn, UserId};
+use crate::error::{AppError, AppResult};
+
+/// A user's role (PROTOCOL §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Trainer,
+    Member,
+    Staff,
+    Device,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Trainer => "trainer",
+            Role::Member => "member",
+            Role::Staff => "staff",
+            Role::Device => "device",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Some(match s {
+            "admin" => Role::Admin,
+            "trainer" => Role::Trainer,
+            "member" => Role::Member,
+            "staff" => Role::Staff,
+            "device" => Role::Device,
+            _ => return None,
+        })
+    }
+
+    /// Trainers and staff are employees: they have attendance records.
+    pub fn is_employee(self) -> bool {
+        matches!(self, Role::Trainer | Role::Staff)
+    }
+}
+
+/// An account's status (PROTOCOL §2). Only `active` accounts log in or go online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountStatus {
+    Active,
+    Inactive,
+    Suspended,
+    Banned,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Inactive => "inactive",
+            AccountStatus::Suspended => "suspended",
+            AccountStatus::Banned => "banned",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AccountStatus> {
+        Some(match s {
+            "active" => AccountStatus::Active,
+            "inactive" => AccountStatus::Inactive,
+            "suspended" => AccountStatus::Suspended,
+            "banned" => AccountStatus::Banned,
+            _ => return None,
+        })
+    }
+
+    pub fn is_active(self) -> bool {
+        self == AccountStatus::Active
+    }
+}
+
+/// The contract's user object.
+#[derive(Debug, Clone, Serialize)]
+pub struct UserView {
+    pub id: UserId,
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+    pub account_status: AccountStatus,
+    pub is_online: bool,
+    #[serde(with = "crate::time::rfc3339::option")]
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+impl UserView {
+    /// Builds the view from a row; `presence` overrides the stored online state with the
+    /// live one when known. Non-active users are never online.
+    pub fn from_row(row: &UserRow, presence: Option<(bool, Option<DateTime<Utc>>)>) -> UserView {
+        let role = Role::parse(&row.role).unwrap_or(Role::Member);
+        let status = AccountStatus::parse(&row.account_status).unwrap_or(AccountStatus::Inactive);
+        let (online, last_seen) =
+            presence.unwrap_or((row.is_online, row.last_seen.map(crate::time::from_db)));
+        UserView {
+            id: row.id,
+            username: row.username.clone(),
+            display_name: row.display_name.clone(),
+            role,
+            account_status: status,
+            is_online: online && status.is_active(),
+            last_seen,
+        }
+    }
+}
+
+/// What an admin (or the CLI) gives to create a user.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CreateUser {
+    pub username: String,
+    pub password: String,
+    pub role: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// What an admin may change on a user.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchUser {
+    #[serde(default)]
+    pub account_status: Option<String>,
+    #[serde(default)]
+    pub role: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+const USERNAME_MAX: usize = 64;
+const PASSWORD_MIN: usize = 8;
+const PASSWORD_MAX: usize = 256;
+const DISPLAY_NAME_MAX: usize = 100;
+
+fn validate_username(u: &str) -> AppResult<()> {
+    let ok = !u.is_empty()
+        && u.len() <= USERNAME_MAX
+        && u.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::Validation(format!(
+            "username must be 1..{USERNAME_MAX} characters of letters, digits, _ - . @"
+        )))
+    }
+}
+
+pub fn validate_password(p: &str) -> AppResult<()> {
+    let n = p.chars().count();
+    if (PASSWORD_MIN..=PASSWORD_MAX).contains(&n) {
+        Ok(())
+    } else {
+        Err(AppError::Validation(format!(
+            "password must be {PASSWORD_MIN}..{PASSWORD_MAX} characters"
+        )))
+    }
+}
+
+fn validate_display_name(d: &str) -> AppResult<String> {
+    let d = d.trim();
+    if d.is_empty() || d.chars().count() > DISPLAY_NAME_MAX {
+        return Err(AppError::Validation(format!(
+            "display_name must be 1..{DISPLAY_NAME_MAX} characters"
+        )));
+    }
+    Ok(d.to_string())
+}
+
+fn parse_role(r: &str) -> AppResult<Role> {
+    Role::parse(r).ok_or_else(|| {
+        AppError::Validation("role must be one of admin, trainer, member, staff, device".into())
+    })
+}
+
+fn parse_status(s: &str) -> AppResult<AccountStatus> {
+    AccountStatus::parse(s).ok_or_else(|| {
+        AppError::Validation(
+            "account_status must be one of active, inactive, suspended, banned".into(),
+        )
+    })
+}
+
+/// Validates and hashes a new user (CPU-heavy: call on a blocking thread).
+pub fn prepare_new_user(req: &CreateUser) -> AppResult<NewUser> {
+    validate_username(&req.username)?;
+    validate_password(&req.password)?;
+    let role = parse_role(&req.role)?;
+    let display_name = match &req.display_name {
+        Some(d) => validate_display_name(d)?,
+        None => req.username.clone(),
+    };
+    let now = crate::time::to_db(crate::time::now());
+    Ok(NewUser {
+        username: req.username.clone(),
+        display_name,
+        password_hash: crate::auth::password::hash(&req.password)?,
+        role: role.as_str().to_string(),
+        account_status: AccountStatus::Active.as_str().to_string(),
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+/// Creates a user; 409 when the username is taken.
+pub fn create_user(conn: &mut Conn, req: &CreateUser) -> AppResult<UserRow> {
+    let new = prepare_new_user(req)?;
+    crate::db::users::insert(conn, &new).map_err(|e| match e {
+        AppError::Conflict(_) => {
+            AppError::Conflict(format!("username {:?} is taken", req.username))
+        }
+        other => other,
+    })
+}
+
+/// Validates a patch into an update (hashing a new password).
+pub fn prepare_update(patch: &PatchUser) -> AppResult<UserUpdate> {
+    Ok(UserUpdate {
+        account_status: patch
+            .account_status
+            .as_deref()
+            .map(parse_status)
+            .transpose()?
+            .map(|s| s.as_str().to_string()),
+        role: patch
+            .role
+            .as_deref()
+            .map(parse_role)
+            .transpose()?
+            .map(|r| r.as_str().to_string()),
+        display_name: patch
+            .display_name
+            .as_deref()
+            .map(validate_display_name)
+            .transpose()?,
+        password_hash: match &patch.password {
+            Some(p) => {
+                validate_password(p)?;
+                Some(crate::auth::password::hash(p)?)
+            }
+            None => None,
+        },
+        updated_at: crate::time::to_db(crate::time::now()),
+    })
+}

@@ -1,0 +1,5 @@
+//! HTTP routes for chat (to be filled in by its issue).
+
+use actix_web::web;
+
+pub fn routes(_cfg: &mut web::ServiceConfig) {}

@@ -1,0 +1,155 @@
+//! The HTTP API: one module per area, and `configure()` that mounts every route (used by
+//! `main` and by the integration tests' server alike).
+
+pub mod auth;
+pub mod chat;
+pub mod checkins;
+pub mod files;
+pub mod ops;
+pub mod static_files;
+pub mod users;
+
+use actix_web::body::{BoxBody, EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{error, web, HttpRequest, HttpResponse};
+
+use crate::db::ConversationId;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// Mounts every route on an app.
+pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
+    cfg.app_data(json_config(state.config.json_max_bytes))
+        .app_data(web::QueryConfig::default().error_handler(|e, _| {
+            AppError::InvalidRequest(format!("bad query string: {e}")).into()
+        }))
+        .app_data(
+            web::PathConfig::default().error_handler(|_, _| AppError::not_found("resource").into()),
+        )
+        .service(web::scope("/api/auth").configure(auth::routes))
+        .service(web::scope("/api/users").configure(users::routes))
+        .configure(chat::routes)
+        .configure(files::routes)
+        .configure(checkins::routes)
+        .configure(ops::routes)
+        .route("/ws", web::get().to(ws_plain))
+        .route("/ws/chat", web::get().to(ws_plain))
+        .route("/ws/conversations/{id}", web::get().to(ws_conversation))
+        .configure(static_files::routes)
+        .default_service(web::to(not_found));
+}
+
+fn json_config(limit: usize) -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(limit)
+        .content_type_required(false)
+        .error_handler(|e, _| {
+            use actix_web::error::JsonPayloadError as J;
+            let app = match &e {
+                J::OverflowKnownLength { .. } | J::Overflow { .. } => {
+                    AppError::TooLarge("request body is too large".into())
+                }
+                J::ContentType => AppError::UnsupportedMediaType("send application/json".into()),
+                J::Deserialize(de) if de.is_data() => AppError::Validation(de.to_string()),
+                J::Deserialize(de) => AppError::InvalidRequest(format!("malformed JSON: {de}")),
+                other => AppError::InvalidRequest(format!("bad request body: {other}")),
+            };
+            app.into()
+        })
+}
+
+async fn not_found() -> Result<HttpResponse, AppError> {
+    Err(AppError::not_found("route"))
+}
+
+async fn ws_plain(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    crate::realtime::session::upgrade(req, stream, state, None).await
+}
+
+async fn ws_conversation(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let id = path
+        .into_inner()
+        .parse::<i64>()
+        .map_err(|_| AppError::not_found("conversation"))?;
+    crate::realtime::session::upgrade(req, stream, state, Some(ConversationId(id))).await
+}
+
+/// Per request: one log line (path only: query strings may carry tokens), metrics, and
+/// the contract's JSON error body on errors that actix produced without one (405, …).
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody, BoxBody>>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().to_string();
+    let path = req.path().to_string();
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
+    let res = next.call(req).await?;
+    let status = res.status();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let elapsed = started.elapsed();
+    if let Some(m) = metrics {
+        m.http_requests
+            .with_label_values(&[&method, &route, status.as_str()])
+            .inc();
+        m.http_latency
+            .with_label_values(&[&method, &route])
+            .observe(elapsed.as_secs_f64());
+    }
+    log::info!(
+        "{peer} {method} {path} {} {:.1}ms",
+        status.as_u16(),
+        elapsed.as_secs_f64() * 1000.0
+    );
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if (status.is_client_error() || status.is_server_error()) && !is_json {
+        let (code, message) = match status {
+            StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed"),
+            StatusCode::NOT_FOUND => ("not_found", "not found"),
+            StatusCode::PAYLOAD_TOO_LARGE => ("too_large", "request body is too large"),
+            s if s.is_server_error() => ("internal", "internal error"),
+            _ => ("invalid_request", "bad request"),
+        };
+        let body = serde_json::json!({"error": {"code": code, "message": message}}).to_string();
+        let (req, _) = res.into_parts();
+        let mut resp = HttpResponse::build(status).body(body);
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        return Ok(ServiceResponse::new(req, resp).map_into_right_body());
+    }
+    Ok(res.map_into_left_body())
+}
+
+/// Turns a multipart or payload error into the contract's error.
+pub fn payload_error(e: error::PayloadError) -> AppError {
+    match e {
+        error::PayloadError::Overflow => AppError::TooLarge("upload is too large".into()),
+        other => AppError::InvalidRequest(format!("bad request body: {other}")),
+    }
+}

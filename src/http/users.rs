@@ -1,0 +1,244 @@
+//! `/api/users`: the caller, heartbeats, the admin's user list and user management, and
+//! the presence log.
+
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::AuthUser;
+use crate::broker::BrokerEvent;
+use crate::db::UserId;
+use crate::domain::users::{self, CreateUser, PatchUser, Role, UserView};
+use crate::error::{AppError, AppResult};
+use crate::realtime::hub::CloseUser;
+use crate::realtime::presence::{GoOffline, Reason, Snapshot, Touch};
+use crate::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("", web::post().to(create_user))
+        .route("/me", web::get().to(get_me))
+        .route("/heartbeat", web::post().to(post_heartbeat))
+        .route("/all-users", web::get().to(list_users))
+        .route("/{id}", web::patch().to(patch_user))
+        .route("/{id}", web::get().to(get_user))
+        .route("/{id}/presence-log", web::get().to(get_presence_log));
+}
+
+async fn live_view(state: &AppState, id: UserId) -> AppResult<UserView> {
+    let row = state
+        .db
+        .read(move |c| crate::db::users::find(c, id))
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
+    let live = state
+        .presence
+        .send(Snapshot)
+        .await
+        .ok()
+        .and_then(|m| m.get(&id).copied());
+    Ok(UserView::from_row(
+        &row,
+        Some(live.unwrap_or((false, row.last_seen.map(crate::time::from_db)))),
+    ))
+}
+
+async fn get_me(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(live_view(&state, user.id).await?))
+}
+
+async fn get_user(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+) -> AppResult<HttpResponse> {
+    let id = UserId(id.into_inner());
+    if id != user.id && !user.is(Role::Admin) {
+        return Err(AppError::forbidden());
+    }
+    Ok(HttpResponse::Ok().json(live_view(&state, id).await?))
+}
+
+#[derive(Serialize)]
+struct HeartbeatReply {
+    status: &'static str,
+    #[serde(with = "crate::time::rfc3339")]
+    last_seen: chrono::DateTime<chrono::Utc>,
+}
+
+/// Touches memory only: `last_seen` reaches the database with the next write-behind flush.
+async fn post_heartbeat(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
+    let last_seen = state
+        .presence
+        .send(Touch {
+            user: user.id,
+            reason: Reason::Heartbeat,
+        })
+        .await
+        .map_err(|e| AppError::internal(format!("presence: {e}")))?;
+    Ok(HttpResponse::Ok().json(HeartbeatReply {
+        status: "online",
+        last_seen,
+    }))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    role: Option<String>,
+    online: Option<String>,
+    q: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Counts {
+    total: usize,
+    online: usize,
+    offline: usize,
+}
+
+async fn list_users(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ListQuery>,
+) -> AppResult<HttpResponse> {
+    user.require_admin()?;
+    let role = match query.role.as_deref().filter(|r| !r.is_empty()) {
+        Some(r) => Some(
+            Role::parse(r).ok_or_else(|| AppError::Validation(format!("unknown role {r:?}")))?,
+        ),
+        None => None,
+    };
+    let online = match query.online.as_deref().filter(|o| !o.is_empty()) {
+        Some("true") | Some("1") => Some(true),
+        Some("false") | Some("0") => Some(false),
+        Some(o) => {
+            return Err(AppError::Validation(format!(
+                "online must be true or false, got {o:?}"
+            )))
+        }
+        None => None,
+    };
+    let needle = query
+        .q
+        .as_deref()
+        .map(str::to_lowercase)
+        .filter(|q| !q.is_empty());
+    let all = crate::realtime::dispatch::presence_snapshot(&state).await?;
+    let users: Vec<UserView> = all
+        .into_iter()
+        .filter(|u| role.is_none_or(|r| u.role == r))
+        .filter(|u| online.is_none_or(|o| u.is_online == o))
+        .filter(|u| {
+            needle.as_ref().is_none_or(|n| {
+                u.username.to_lowercase().contains(n) || u.display_name.to_lowercase().contains(n)
+            })
+        })
+        .collect();
+    let on = users.iter().filter(|u| u.is_online).count();
+    let counts = Counts {
+        total: users.len(),
+        online: on,
+        offline: users.len() - on,
+    };
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "users": users, "counts": counts })))
+}
+
+async fn create_user(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CreateUser>,
+) -> AppResult<HttpResponse> {
+    user.require_admin()?;
+    let req = body.into_inner();
+    let row = state.db.write(move |c| users::create_user(c, &req)).await?;
+    state.directory.upsert(&row);
+    log::info!(
+        "user {} ({}, {}) created by {}",
+        row.id,
+        row.username,
+        row.role,
+        user.id
+    );
+    Ok(HttpResponse::Created().json(UserView::from_row(&row, Some((false, None)))))
+}
+
+async fn patch_user(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+    body: web::Json<PatchUser>,
+) -> AppResult<HttpResponse> {
+    user.require_admin()?;
+    let id = UserId(id.into_inner());
+    let patch = body.into_inner();
+    let upd = web::block(move || users::prepare_update(&patch)).await??;
+    let row = state
+        .db
+        .write(move |c| crate::db::users::update(c, id, &upd))
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
+    let before = state.directory.upsert(&row);
+    let now_active =
+        users::AccountStatus::parse(&row.account_status).is_some_and(|s| s.is_active());
+    let was_active = before.is_none_or(|b| b.status.is_active());
+    if was_active && !now_active {
+        log::info!(
+            "user {id} made {} by {}: closing their sockets",
+            row.account_status,
+            user.id
+        );
+        state
+            .broker
+            .publish(BrokerEvent::CloseUser(CloseUser {
+                user: id,
+                code: crate::realtime::session::CLOSE_FORBIDDEN,
+                reason: "account is not active".into(),
+            }))
+            .await;
+        state.presence.do_send(GoOffline {
+            user: id,
+            reason: Reason::AccountStatus,
+            keep_online: false,
+        });
+    }
+    Ok(HttpResponse::Ok().json(live_view(&state, id).await?))
+}
+
+#[derive(Serialize)]
+struct LogEntry {
+    #[serde(with = "crate::time::rfc3339")]
+    at: chrono::DateTime<chrono::Utc>,
+    is_online: bool,
+    reason: String,
+}
+
+/// Presence log entries returned at most.
+const PRESENCE_LOG_LIMIT: i64 = 500;
+
+async fn get_presence_log(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<i64>,
+) -> AppResult<HttpResponse> {
+    user.require_admin()?;
+    let id = UserId(id.into_inner());
+    if state.directory.get(id).is_none() {
+        return Err(AppError::not_found("user"));
+    }
+    // Pending transitions are written first, so the log is never behind what was seen live.
+    let _ = state
+        .presence
+        .send(crate::realtime::presence::FlushNow)
+        .await;
+    let rows = state
+        .db
+        .read(move |c| crate::db::users::presence_log(c, id, PRESENCE_LOG_LIMIT))
+        .await?;
+    let entries: Vec<LogEntry> = rows
+        .into_iter()
+        .map(|r| LogEntry {
+            at: crate::time::from_db(r.at),
+            is_online: r.is_online,
+            reason: r.reason,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(entries))
+}

@@ -1,0 +1,3 @@
+//! Scheduled work.
+
+pub mod sweeper;

@@ -1,0 +1,79 @@
+//! The sweeper actor: every `SPOTTER_SWEEP_INTERVAL_SECS` it marks silent users offline,
+//! recomputes the check-in statistics from the database (publishing a correction if the
+//! live counters drifted), closes check-ins left open too long, and prunes expired tokens.
+//! A failing step is logged and the others still run; the next run tries again.
+
+use actix::prelude::*;
+
+use crate::realtime::presence::Sweep;
+use crate::state::AppState;
+
+/// The sweeper actor.
+pub struct Sweeper {
+    state: AppState,
+    running: bool,
+}
+
+impl Sweeper {
+    pub fn new(state: AppState) -> Sweeper {
+        Sweeper {
+            state,
+            running: false,
+        }
+    }
+
+    fn run(&mut self, ctx: &mut Context<Self>) {
+        if self.running {
+            log::warn!("sweeper: previous run still going, skipping this one");
+            return;
+        }
+        self.running = true;
+        let state = self.state.clone();
+        let fut = async move { run_once(&state).await };
+        ctx.spawn(fut.into_actor(self).map(|_, act, _| act.running = false));
+    }
+}
+
+/// One sweep: every step runs even if another failed.
+pub async fn run_once(state: &AppState) {
+    state.metrics.sweeper_runs.inc();
+    match state.presence.send(Sweep).await {
+        Ok(n) if n > 0 => log::info!("sweeper: {n} users went offline"),
+        Ok(_) => {}
+        Err(e) => log::error!("sweeper: presence sweep failed: {e}"),
+    }
+    if let Err(e) = crate::domain::checkins::sweep(state).await {
+        log::error!("sweeper: check-in maintenance failed: {e}");
+    }
+    let now = crate::time::now();
+    state.revoked.prune(now.timestamp());
+    let at = crate::time::to_db(now);
+    if let Err(e) = state
+        .db
+        .write(move |c| crate::db::users::prune_tokens(c, at))
+        .await
+    {
+        log::error!("sweeper: pruning expired tokens failed: {e}");
+    }
+}
+
+impl Actor for Sweeper {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(self.state.config.sweep_interval, |act, ctx| act.run(ctx));
+    }
+}
+
+/// Runs a sweep now (tests, shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RunNow;
+
+impl Handler<RunNow> for Sweeper {
+    type Result = ();
+
+    fn handle(&mut self, _: RunNow, ctx: &mut Context<Self>) {
+        self.run(ctx);
+    }
+}

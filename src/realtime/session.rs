@@ -1,0 +1,496 @@
+//! One WebSocket connection as an actor: authentication, the frame envelope, rate limits,
+//! pings, token expiry, and per-socket ordering of chat frames. This is the only module
+//! that uses actix-web-actors; moving to actix-ws touches this file alone.
+//!
+//! Frames from the client are processed one at a time, in the order they arrived (a
+//! bounded queue), so that two `send_message`s from one socket are stored in that order;
+//! deliveries from the hub are not held up meanwhile.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws;
+use serde_json::Value;
+
+use super::dispatch::{self, Outcome};
+use super::hub::{Connect, Disconnect, FrameKind, Outbound, SessionId, SetToken, ToSession};
+use super::protocol::{self, ClientFrame, Incoming, ServerFrame};
+use crate::auth::AuthUser;
+use crate::db::ConversationId;
+use crate::error::AppError;
+use crate::realtime::rooms::RoomKey;
+use crate::state::AppState;
+
+/// Frames a socket may have waiting for processing before further ones are refused.
+const INBOUND_QUEUE: usize = 64;
+/// `token_expiring` is sent this long before the token expires.
+const EXPIRY_WARNING: Duration = Duration::from_secs(60);
+/// Close codes (PROTOCOL §4).
+pub const CLOSE_UNAUTHORIZED: u16 = 4001;
+pub const CLOSE_FORBIDDEN: u16 = 4003;
+pub const CLOSE_RATE_LIMITED: u16 = 4008;
+pub const CLOSE_TOO_SLOW: u16 = 4029;
+pub const CLOSE_RESTARTING: u16 = 4200;
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+/// A token bucket: `rate` frames per second, `burst` at once.
+struct Bucket {
+    tokens: f64,
+    rate: f64,
+    burst: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    fn new(rate: u32, burst: u32) -> Bucket {
+        Bucket {
+            tokens: burst as f64,
+            rate: rate as f64,
+            burst: burst as f64,
+            at: Instant::now(),
+        }
+    }
+
+    fn take(&mut self) -> bool {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The session actor.
+pub struct WsSession {
+    id: SessionId,
+    state: AppState,
+    auth: Option<AuthUser>,
+    /// A token given in the URL, checked when the actor starts.
+    url_token: Option<String>,
+    /// A conversation named in the URL, joined after authentication.
+    url_conversation: Option<ConversationId>,
+    last_heard: Instant,
+    bucket: Bucket,
+    /// Frames refused by the rate limit since the bucket last had room.
+    refused: u32,
+    inbound: VecDeque<Incoming>,
+    busy: bool,
+    /// Conversations being joined: their live frames wait here until the join's reply
+    /// (with the missed messages) has been sent.
+    joining: HashMap<ConversationId, Vec<Outbound>>,
+    /// Highest seq sent per joined conversation: repeats are dropped, so each socket sees
+    /// every message once and in order.
+    sent_seq: HashMap<ConversationId, i64>,
+    expiry_timers: Vec<SpawnHandle>,
+}
+
+impl WsSession {
+    fn new(
+        state: AppState,
+        url_token: Option<String>,
+        url_conversation: Option<ConversationId>,
+    ) -> WsSession {
+        let bucket = Bucket::new(state.config.ws_rate_per_sec, state.config.ws_burst);
+        WsSession {
+            id: SessionId(NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
+            state,
+            auth: None,
+            url_token,
+            url_conversation,
+            last_heard: Instant::now(),
+            bucket,
+            refused: 0,
+            inbound: VecDeque::new(),
+            busy: false,
+            joining: HashMap::new(),
+            sent_seq: HashMap::new(),
+            expiry_timers: Vec::new(),
+        }
+    }
+
+    fn send(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        frame: &ServerFrame,
+        reference: Option<&Value>,
+    ) {
+        ctx.text(frame.encode(reference));
+        self.state.metrics.ws_frames_out.inc();
+    }
+
+    fn send_error(
+        &self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        e: &AppError,
+        reference: Option<&Value>,
+    ) {
+        if let AppError::Internal(detail) = e {
+            log::error!("session {}: internal error: {detail}", self.id.0);
+        }
+        self.send(ctx, &ServerFrame::error(e), reference);
+    }
+
+    fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
+        log::info!("session {}: closing with {code} ({reason})", self.id.0);
+        ctx.close(Some(ws::CloseReason {
+            code: ws::CloseCode::Other(code),
+            description: Some(reason.to_string()),
+        }));
+        ctx.stop();
+    }
+
+    fn authenticate(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        token: &str,
+        reference: Option<&Value>,
+    ) {
+        let user = match AuthUser::from_token(&self.state, token) {
+            Ok(u) => u,
+            Err(AppError::AccountInactive) => {
+                return self.close(ctx, CLOSE_FORBIDDEN, "account is not active")
+            }
+            Err(_) => return self.close(ctx, CLOSE_UNAUTHORIZED, "invalid or expired token"),
+        };
+        self.state.hub.do_send(Connect {
+            id: self.id,
+            user: user.id,
+            jti: user.jti.clone(),
+            addr: ctx.address().recipient(),
+        });
+        self.schedule_expiry(ctx, user.exp);
+        log::info!("session {}: user {} authenticated", self.id.0, user.id);
+        let entry = self.state.directory.get(user.id);
+        self.auth = Some(user.clone());
+        if let Some(entry) = entry {
+            let view = crate::domain::users::UserView {
+                id: entry.id,
+                username: entry.username,
+                display_name: entry.display_name,
+                role: entry.role,
+                account_status: entry.status,
+                is_online: true,
+                last_seen: Some(crate::time::now()),
+            };
+            self.send(
+                ctx,
+                &ServerFrame::AuthenticationSuccess { user: view },
+                reference,
+            );
+        }
+        if dispatch::is_dashboard(user.role) {
+            self.enqueue(
+                ctx,
+                Incoming {
+                    reference: None,
+                    frame: ClientFrame::SubscribeCheckins {},
+                },
+            );
+        }
+        if let Some(conversation_id) = self.url_conversation.take() {
+            self.enqueue(
+                ctx,
+                Incoming {
+                    reference: None,
+                    frame: ClientFrame::JoinConversation {
+                        conversation_id,
+                        since_seq: None,
+                    },
+                },
+            );
+        }
+    }
+
+    /// `token_expiring` a minute before `exp` (at once if less is left), 4001 at `exp`.
+    fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>, exp: i64) {
+        for h in self.expiry_timers.drain(..) {
+            ctx.cancel_future(h);
+        }
+        let left = Duration::from_secs((exp - chrono::Utc::now().timestamp()).max(0) as u64);
+        let warn_in = left.saturating_sub(EXPIRY_WARNING);
+        let expires_at = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(chrono::Utc::now);
+        self.expiry_timers
+            .push(ctx.run_later(warn_in, move |act, ctx| {
+                act.send(ctx, &ServerFrame::TokenExpiring { expires_at }, None);
+            }));
+        self.expiry_timers.push(ctx.run_later(left, |act, ctx| {
+            act.close(ctx, CLOSE_UNAUTHORIZED, "token expired");
+        }));
+    }
+
+    fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+        self.state.metrics.ws_frames_in.inc();
+        if !self.bucket.take() {
+            self.state.metrics.ws_rate_limited.inc();
+            self.refused += 1;
+            if self.refused > self.state.config.ws_burst {
+                return self.close(ctx, CLOSE_RATE_LIMITED, "rate limited");
+            }
+            let e = AppError::RateLimited("too many frames, slow down".into());
+            return self.send_error(ctx, &e, None);
+        }
+        self.refused = 0;
+        let incoming = match protocol::parse(text) {
+            Ok(i) => i,
+            Err(bad) => {
+                self.state.metrics.ws_bad_frames.inc();
+                return self.send_error(ctx, &bad.error, bad.reference.as_ref());
+            }
+        };
+        let reference = incoming.reference.clone();
+        match (&incoming.frame, &self.auth) {
+            (ClientFrame::Authenticate { token }, None) => {
+                let token = token.clone();
+                self.authenticate(ctx, &token, reference.as_ref());
+            }
+            (ClientFrame::Authenticate { .. }, Some(_)) => {
+                let e = AppError::InvalidRequest("already authenticated".into());
+                self.send_error(ctx, &e, reference.as_ref());
+            }
+            (_, None) => {
+                let e = AppError::Unauthorized("authenticate first".into());
+                self.send_error(ctx, &e, reference.as_ref());
+            }
+            (ClientFrame::Ping { timestamp }, Some(_)) => {
+                let timestamp = timestamp
+                    .clone()
+                    .unwrap_or_else(|| Value::from(chrono::Utc::now().timestamp_millis()));
+                self.send(ctx, &ServerFrame::Pong { timestamp }, reference.as_ref());
+            }
+            (ClientFrame::Heartbeat {}, Some(_)) => {
+                self.send(ctx, &ServerFrame::HeartbeatAck {}, reference.as_ref());
+            }
+            (_, Some(_)) => self.enqueue(ctx, incoming),
+        }
+    }
+
+    fn enqueue(&mut self, ctx: &mut ws::WebsocketContext<Self>, incoming: Incoming) {
+        if self.inbound.len() >= INBOUND_QUEUE {
+            let e = AppError::RateLimited("too many frames waiting".into());
+            return self.send_error(ctx, &e, incoming.reference.as_ref());
+        }
+        if let ClientFrame::JoinConversation {
+            conversation_id, ..
+        } = &incoming.frame
+        {
+            self.joining.entry(*conversation_id).or_default();
+        }
+        self.inbound.push_back(incoming);
+        self.process_next(ctx);
+    }
+
+    fn process_next(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.busy {
+            return;
+        }
+        let (Some(incoming), Some(user)) = (self.inbound.pop_front(), self.auth.clone()) else {
+            return;
+        };
+        self.busy = true;
+        let state = self.state.clone();
+        let id = self.id;
+        let frame = incoming.frame.clone();
+        let fut = async move { dispatch::handle(&state, id, &user, frame).await };
+        ctx.spawn(fut.into_actor(self).map(move |res, act, ctx| {
+            act.busy = false;
+            act.finish(ctx, incoming, res);
+            act.process_next(ctx);
+        }));
+    }
+
+    fn finish(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        incoming: Incoming,
+        res: Result<Outcome, AppError>,
+    ) {
+        let reference = incoming.reference.as_ref();
+        if let ClientFrame::JoinConversation {
+            conversation_id, ..
+        } = &incoming.frame
+        {
+            let buffered = self.joining.remove(conversation_id).unwrap_or_default();
+            if let Ok(Outcome::Joined {
+                reply,
+                conversation,
+                last_seq,
+            }) = &res
+            {
+                self.send(ctx, reply, reference);
+                self.sent_seq.insert(*conversation, *last_seq);
+                for frame in buffered {
+                    self.forward(ctx, frame);
+                }
+                return;
+            }
+        }
+        match res {
+            Ok(Outcome::Reply(frame)) => self.send(ctx, &frame, reference),
+            Ok(Outcome::Joined { reply, .. }) => self.send(ctx, &reply, reference),
+            Ok(Outcome::Left {
+                reply,
+                conversation,
+            }) => {
+                self.sent_seq.remove(&conversation);
+                self.send(ctx, &reply, reference);
+            }
+            Ok(Outcome::Sent {
+                reply,
+                conversation,
+                seq,
+            }) => {
+                let last = self.sent_seq.entry(conversation).or_insert(0);
+                *last = (*last).max(seq);
+                self.send(ctx, &reply, reference);
+            }
+            Ok(Outcome::Refreshed { reply, user }) => {
+                self.state.hub.do_send(SetToken {
+                    id: self.id,
+                    jti: user.jti.clone(),
+                });
+                self.schedule_expiry(ctx, user.exp);
+                self.auth = Some(user);
+                self.send(ctx, &reply, reference);
+            }
+            Ok(Outcome::Nothing) => {}
+            Err(e) => self.send_error(ctx, &e, reference),
+        }
+    }
+
+    /// Sends a frame from the hub, keeping chat frames in seq order without repeats.
+    fn forward(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: Outbound) {
+        if let FrameKind::Chat { conversation, seq } = frame.kind {
+            if let Some(buffer) = self.joining.get_mut(&conversation) {
+                if buffer.len() >= self.state.config.ws_queue {
+                    return self.close(ctx, CLOSE_TOO_SLOW, "too slow to keep up");
+                }
+                buffer.push(frame);
+                return;
+            }
+            if let Some(last) = self.sent_seq.get_mut(&conversation) {
+                if seq <= *last {
+                    return;
+                }
+                *last = seq;
+            }
+        }
+        ctx.text(frame.text);
+    }
+}
+
+impl Actor for WsSession {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.state.config.ws_queue);
+        let cfg = self.state.config.clone();
+        ctx.run_interval(cfg.ws_ping_interval, move |act, ctx| {
+            if act.last_heard.elapsed() >= cfg.ws_idle_timeout {
+                act.close(ctx, 1000, "idle timeout");
+            } else {
+                ctx.ping(b"");
+            }
+        });
+        ctx.run_later(self.state.config.ws_auth_timeout, |act, ctx| {
+            if act.auth.is_none() {
+                act.close(ctx, CLOSE_UNAUTHORIZED, "authentication timeout");
+            }
+        });
+        if let Some(token) = self.url_token.take() {
+            self.authenticate(ctx, &token, None);
+        }
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if self.auth.is_some() {
+            self.state.hub.do_send(Disconnect { id: self.id });
+        }
+        Running::Stop
+    }
+}
+
+impl Handler<ToSession> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
+        match msg {
+            ToSession::Frame(frame) => self.forward(ctx, frame),
+            ToSession::Close { code, reason } => self.close(ctx, code, &reason),
+        }
+    }
+}
+
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        self.last_heard = Instant::now();
+        match msg {
+            Ok(ws::Message::Text(text)) => self.on_text(ctx, &text),
+            Ok(ws::Message::Binary(_)) => {
+                let e = AppError::InvalidRequest("frames are JSON text".into());
+                self.send_error(ctx, &e, None);
+            }
+            Ok(ws::Message::Ping(p)) => ctx.pong(&p),
+            Ok(ws::Message::Pong(_)) => {}
+            Ok(ws::Message::Close(reason)) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+            Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Nop) => {}
+            Err(ws::ProtocolError::Overflow) => self.close(ctx, 1009, "frame too big"),
+            Err(e) => {
+                log::info!("session {}: protocol error: {e}", self.id.0);
+                self.close(ctx, 1002, "protocol error");
+            }
+        }
+    }
+}
+
+/// `GET /ws`, `/ws/chat`, `/ws/conversations/{id}`: upgrades, then authenticates.
+pub async fn upgrade(
+    req: HttpRequest,
+    stream: web::Payload,
+    state: web::Data<AppState>,
+    conversation: Option<ConversationId>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let token = web::Query::<HashMap<String, String>>::from_query(req.query_string())
+        .ok()
+        .and_then(|q| q.get("token").cloned())
+        .filter(|t| !t.is_empty());
+    let origin_ok = match (&state.config.allowed_origins, req.headers().get("origin")) {
+        (Some(allowed), Some(origin)) => origin
+            .to_str()
+            .map(|o| allowed.iter().any(|a| a == o.trim_end_matches('/')))
+            .unwrap_or(false),
+        _ => true,
+    };
+    let mut session = WsSession::new(state.get_ref().clone(), token, conversation);
+    if !origin_ok {
+        // Upgrade, then close, so that a browser can read why.
+        session.url_token = None;
+        let (addr, resp) = ws::WsResponseBuilder::new(session, &req, stream)
+            .frame_size(state.config.ws_max_frame)
+            .start_with_addr()?;
+        addr.do_send(ToSession::Close {
+            code: CLOSE_FORBIDDEN,
+            reason: "origin not allowed".into(),
+        });
+        return Ok(resp);
+    }
+    ws::WsResponseBuilder::new(session, &req, stream)
+        .frame_size(state.config.ws_max_frame)
+        .start()
+}
+
+/// Is this room one of the conversation rooms? (Used by the dispatcher's join checks.)
+pub fn is_conversation(room: &RoomKey) -> bool {
+    matches!(room, RoomKey::Conversation(_))
+}

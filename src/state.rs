@@ -1,0 +1,35 @@
+//! The application state shared by HTTP handlers, sessions and scheduled jobs.
+
+use std::sync::Arc;
+
+use actix::Addr;
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::revocation::RevocationList;
+use crate::auth::throttle::LoginThrottle;
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::db::Db;
+use crate::domain::chat::ChatState;
+use crate::domain::checkins::StatsTracker;
+use crate::domain::directory::Directory;
+use crate::metrics::Metrics;
+use crate::realtime::hub::Hub;
+use crate::realtime::presence::PresenceServer;
+
+/// Everything a request, a socket or a job needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub jwt: Arc<JwtKeys>,
+    pub revoked: Arc<RevocationList>,
+    pub throttle: Arc<LoginThrottle>,
+    pub directory: Arc<Directory>,
+    pub metrics: Arc<Metrics>,
+    pub hub: Addr<Hub>,
+    pub presence: Addr<PresenceServer>,
+    pub broker: Arc<dyn Broker>,
+    pub chat: Arc<ChatState>,
+    pub stats: Arc<StatsTracker>,
+}

@@ -1,0 +1,6 @@
+//! Spotter's integration tests: one binary; each test starts the real server.
+
+mod common;
+
+mod auth;
+mod cli;
