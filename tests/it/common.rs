@@ -458,20 +458,24 @@ pub fn eventually<T>(wait: Duration, what: &str, mut f: impl FnMut() -> Option<T
 
 /// Defines a test that runs on SQLite and again on PostgreSQL: `both_backends!(name);`
 /// with `fn name(app: &TestApp)`.
+/// `both_backends!(env: SETTINGS; name, …)` starts the servers with extra variables.
 #[macro_export]
 macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {$(
+    (env: $env:expr; $($name:ident),* $(,)?) => {$(
         mod $name {
             #[test]
             fn sqlite() {
-                super::$name(&$crate::common::TestApp::sqlite());
+                super::$name(&$crate::common::TestApp::start($crate::common::Backend::Sqlite, $env));
             }
             #[test]
             fn postgres() {
-                if let Some(app) = $crate::common::TestApp::postgres() {
+                if let Some(app) = $crate::common::TestApp::try_start($crate::common::Backend::Postgres, $env) {
                     super::$name(&app);
                 }
             }
         }
     )*};
+    ($($name:ident),* $(,)?) => {
+        $crate::both_backends!(env: &[]; $($name),*);
+    };
 }

@@ -4,3 +4,5 @@ mod common;
 
 mod auth;
 mod cli;
+mod presence;
+mod realtime;
