@@ -34,16 +34,17 @@ impl AuthUser {
         if state.revoked.is_revoked(&claims.jti) {
             return Err(AppError::unauthorized());
         }
-        let entry = state
+        let id = claims.user_id().ok_or_else(AppError::unauthorized)?;
+        let (role, status) = state
             .directory
-            .get(claims.user_id().ok_or_else(AppError::unauthorized)?)
+            .access(id)
             .ok_or_else(AppError::unauthorized)?;
-        if !entry.status.is_active() {
+        if !status.is_active() {
             return Err(AppError::AccountInactive);
         }
         Ok(AuthUser {
-            id: entry.id,
-            role: entry.role,
+            id,
+            role,
             jti: claims.jti,
             exp: claims.exp,
         })

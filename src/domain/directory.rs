@@ -54,6 +54,15 @@ impl Directory {
             .cloned()
     }
 
+    /// Role and status only: the per-request check, without cloning names.
+    pub fn access(&self, id: UserId) -> Option<(Role, AccountStatus)> {
+        self.users
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|e| (e.role, e.status))
+    }
+
     /// Display name of a user, or an empty string for an unknown id.
     pub fn name(&self, id: UserId) -> String {
         self.users

@@ -231,3 +231,57 @@ fn shutdown_closes_sockets_with_4200() {
     assert_eq!(ws.expect_close(), 4200);
     assert!(app.log().contains("presence flushed"), "{}", app.log());
 }
+
+#[test]
+fn silent_sockets_are_closed() {
+    let app = TestApp::start(
+        Backend::Sqlite,
+        &[("SPOTTER_WS_PING_SECS", "1"), ("SPOTTER_WS_IDLE_SECS", "2")],
+    );
+    let member = app.user("member");
+    let mut ws = app.ws_auth(&member);
+    // Not reading means not answering the server's pings.
+    std::thread::sleep(Duration::from_secs(4));
+    let code = ws.expect_close();
+    assert_eq!(code, 1000, "idle socket closed normally");
+    // A socket that keeps reading (and so answers pings) stays open past the idle time.
+    let mut alive = app.ws_auth(&member);
+    let _ = alive.next_within(Duration::from_secs(4));
+    alive.send_ref("ping", "x", json!({}));
+    assert_eq!(alive.expect("pong")["ref"], "x");
+}
+
+#[test]
+fn browser_origins_are_checked() {
+    let app = TestApp::start(
+        Backend::Sqlite,
+        &[(
+            "SPOTTER_ALLOWED_ORIGINS",
+            "https://gym.example, http://localhost:3000",
+        )],
+    );
+    let member = app.user("member");
+    let open = |origin: &str| {
+        use tungstenite::client::IntoClientRequest;
+        let mut req = format!("{}/ws?token={}", app.ws_base, member.token)
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("Origin", origin.parse().unwrap());
+        let (socket, _) = tungstenite::connect(req).expect("upgraded");
+        socket
+    };
+    let mut bad = open("https://evil.example");
+    let code = loop {
+        match bad.read() {
+            Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)).unwrap_or(0),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    assert_eq!(code, 4003);
+    let mut good = open("https://gym.example");
+    match good.read().expect("a frame") {
+        tungstenite::Message::Text(t) => assert!(t.contains("authentication_success"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+}
