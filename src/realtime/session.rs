@@ -21,7 +21,6 @@ use super::protocol::{self, ClientFrame, Incoming, ServerFrame};
 use crate::auth::AuthUser;
 use crate::db::ConversationId;
 use crate::error::AppError;
-use crate::realtime::rooms::RoomKey;
 use crate::state::AppState;
 
 /// Frames a socket may have waiting for processing before further ones are refused.
@@ -488,9 +487,4 @@ pub async fn upgrade(
     ws::WsResponseBuilder::new(session, &req, stream)
         .frame_size(state.config.ws_max_frame)
         .start()
-}
-
-/// Is this room one of the conversation rooms? (Used by the dispatcher's join checks.)
-pub fn is_conversation(room: &RoomKey) -> bool {
-    matches!(room, RoomKey::Conversation(_))
 }

@@ -239,20 +239,23 @@ fn admin_sees_presence_live_in_order() {
 }
 
 #[test]
-fn presence_survives_a_restart() {
-    let mut app = TestApp::sqlite();
-    let admin = app.admin();
-    let member = app.user("member");
-    assert_eq!(
-        app.call("POST", "/api/users/heartbeat", Some(&member.token), None)
-            .0,
-        200
+fn write_behind_loses_nothing_on_a_clean_shutdown() {
+    // The periodic flush never runs during this test: only the shutdown flush can save it.
+    let mut app = TestApp::start(
+        Backend::Sqlite,
+        &[
+            ("SPOTTER_FLUSH_INTERVAL_SECS", "3600"),
+            ("SPOTTER_SWEEP_INTERVAL_SECS", "3600"),
+        ],
     );
+    let member = app.user("member");
+    std::thread::sleep(Duration::from_millis(50));
+    let (status, beat) = app.call("POST", "/api/users/heartbeat", Some(&member.token), None);
+    assert_eq!(status, 200);
+    let last_seen = beat["last_seen"].as_str().unwrap().to_string();
     app.restart();
-    // Within the timeout: still online, and last_seen kept across the restart.
-    let admin2 = app.login("admin", ADMIN_PASSWORD);
-    assert!(online(&app, &admin2.token, member.id));
-    let (_, body) = app.get("/api/users/all-users", &admin2.token);
+    let admin = app.admin();
+    let (_, body) = app.get("/api/users/all-users", &admin.token);
     let m = body["users"]
         .as_array()
         .unwrap()
@@ -260,6 +263,15 @@ fn presence_survives_a_restart() {
         .find(|u| u["id"] == member.id)
         .unwrap()
         .clone();
-    assert!(m["last_seen"].is_string());
-    drop(admin);
+    assert_eq!(
+        m["last_seen"],
+        last_seen.as_str(),
+        "the heartbeat's last_seen was written at shutdown"
+    );
+    assert_eq!(
+        m["is_online"], true,
+        "still within the timeout after the restart"
+    );
+    let reasons = log_reasons(&app, &admin.token, member.id);
+    assert_eq!(reasons.first().unwrap(), &(true, "login".to_string()));
 }
