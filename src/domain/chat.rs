@@ -429,7 +429,12 @@ pub async fn typing(
             timer: false,
         });
         e.expires_at = is_typing.then(|| now + TYPING_TTL);
-        let broadcast = e.shown != is_typing || now - e.shown_at >= TYPING_THROTTLE;
+        // A stop passes whenever a start was shown; a start at most once per throttle.
+        let broadcast = if is_typing {
+            !e.shown || now - e.shown_at >= TYPING_THROTTLE
+        } else {
+            e.shown
+        };
         if broadcast {
             e.shown = is_typing;
             e.shown_at = now;
