@@ -3,6 +3,8 @@
 mod common;
 
 mod auth;
+mod chat;
 mod cli;
+mod files;
 mod presence;
 mod realtime;
