@@ -2,5 +2,7 @@
 
 mod common;
 
+mod attendance;
 mod auth;
+mod checkins;
 mod cli;
