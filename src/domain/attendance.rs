@@ -8,7 +8,7 @@ use crate::auth::AuthUser;
 use crate::broker::BrokerEvent;
 use crate::db::attendance::{AttendanceRow, NewAttendance};
 use crate::db::{AttendanceId, UserId};
-use crate::domain::checkins::{clean_key, clean_text};
+use crate::domain::checkins::{clean_key, clean_text, run_to_completion};
 use crate::domain::directory::Directory;
 use crate::domain::users::Role;
 use crate::error::{AppError, AppResult};
@@ -141,6 +141,15 @@ enum Written {
 /// room and the general room. A repeated `idempotency_key` returns the original record
 /// and changes nothing. A device that names no `device` is recorded under its username.
 pub async fn record(
+    state: &AppState,
+    actor: &AuthUser,
+    req: RecordRequest,
+) -> AppResult<AttendanceRecord> {
+    let (state, actor) = (state.clone(), actor.clone());
+    run_to_completion(async move { store_record(&state, &actor, req).await }).await
+}
+
+async fn store_record(
     state: &AppState,
     actor: &AuthUser,
     req: RecordRequest,

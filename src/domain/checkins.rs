@@ -404,9 +404,29 @@ enum CheckInOutcome {
     AlreadyIn,
 }
 
+/// Runs `fut` as its own task and waits for it. The caller may go away (a client that
+/// disconnects drops its request's future), but a change that reached the database is
+/// then still counted and broadcast.
+pub(crate) async fn run_to_completion<T: 'static>(
+    fut: impl std::future::Future<Output = AppResult<T>> + 'static,
+) -> AppResult<T> {
+    actix_web::rt::spawn(fut)
+        .await
+        .map_err(|e| AppError::internal(format!("task failed: {e}")))?
+}
+
 /// Checks a member in. A repeated `idempotency_key` returns the original check-in and
 /// changes nothing (no broadcast, no stats change).
 pub async fn check_in(
+    state: &AppState,
+    actor: &AuthUser,
+    req: CheckInRequest,
+) -> AppResult<Checkin> {
+    let (state, actor) = (state.clone(), actor.clone());
+    run_to_completion(async move { store_check_in(&state, &actor, req).await }).await
+}
+
+async fn store_check_in(
     state: &AppState,
     actor: &AuthUser,
     req: CheckInRequest,
@@ -493,6 +513,11 @@ pub async fn check_in(
 /// Checks a member out; 409 when they are not checked in. Members who were made
 /// non-active can still be checked out: they are leaving.
 pub async fn check_out(state: &AppState, actor: &AuthUser, member: UserId) -> AppResult<Checkin> {
+    let (state, actor) = (state.clone(), actor.clone());
+    run_to_completion(async move { store_check_out(&state, &actor, member).await }).await
+}
+
+async fn store_check_out(state: &AppState, actor: &AuthUser, member: UserId) -> AppResult<Checkin> {
     authorize(actor, member)?;
     require_member(&state.directory, member)?;
     let _gate = state.stats.gate.read().await;
@@ -710,7 +735,14 @@ pub async fn sweep(state: &AppState) -> AppResult<()> {
     if recomputed.is_err() {
         flush_unpublished(state).await;
     }
-    closed.map(|_| ()).and(recomputed)
+    match (closed, recomputed) {
+        (Err(closing), Err(recomputing)) => {
+            log::error!("closing stale check-ins failed: {closing}");
+            Err(recomputing)
+        }
+        (Err(closing), Ok(())) => Err(closing),
+        (Ok(_), recomputed) => recomputed,
+    }
 }
 
 /// Loads the statistics from the database at start-up. `version` starts from the clock
