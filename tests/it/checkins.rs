@@ -743,3 +743,67 @@ crate::both_backends_with_env!(
     sweeper_corrects_drift,
     sweeper_closes_stale_check_ins
 );
+
+/// At start the statistics are computed from the database, and `version` keeps growing
+/// across the restart.
+fn stats_survive_a_restart(app: &mut TestApp) {
+    let admin = app.admin();
+    let member = app.user("member");
+    let gone = app.user("member");
+    for m in [&member, &gone] {
+        let (status, _) = app.post(
+            "/api/checkins",
+            &admin.token,
+            json!({"member_id": m.id, "location": "gym"}),
+        );
+        assert_eq!(status, 201);
+    }
+    let (status, _) = app.post(
+        "/api/checkins/checkout",
+        &admin.token,
+        json!({"member_id": gone.id}),
+    );
+    assert_eq!(status, 200);
+    let (_, before) = app.get("/api/checkins/stats", &admin.token);
+
+    app.restart();
+    let admin = app.admin();
+    let mut dash = app.ws_auth(&admin);
+    let after = dash.expect("initial_stats")["payload"]["stats"].clone();
+    for field in [
+        "currently_checked_in",
+        "today_check_ins",
+        "today_unique_members",
+        "avg_visit_minutes_today",
+        "by_location",
+        "by_hour",
+    ] {
+        assert_eq!(after[field], before[field], "{field}: {before} vs {after}");
+    }
+    assert_eq!(after["currently_checked_in"], 1);
+    assert_eq!(after["by_location"], json!({"gym": 1}));
+    assert!(version(&after) > version(&before), "{before} vs {after}");
+    // Still one open check-in per member after the restart.
+    let (status, _) = app.post(
+        "/api/checkins",
+        &admin.token,
+        json!({"member_id": member.id}),
+    );
+    assert_eq!(status, 409);
+}
+
+mod stats_survive_a_restart {
+    use crate::common::TestApp;
+
+    #[test]
+    fn sqlite() {
+        super::stats_survive_a_restart(&mut TestApp::sqlite());
+    }
+
+    #[test]
+    fn postgres() {
+        if let Some(mut app) = TestApp::postgres() {
+            super::stats_survive_a_restart(&mut app);
+        }
+    }
+}
