@@ -364,6 +364,37 @@ fn dashboards_see_check_ins_and_stats(app: &TestApp) {
     }
     let (status, _) = app.call("GET", "/api/checkins/stats", None, None);
     assert_eq!(status, 401);
+    assert_eq!(
+        metric(app, r#"spotter_checkins_total{action="check_in"}"#),
+        2.0
+    );
+    assert_eq!(
+        metric(app, r#"spotter_checkins_total{action="check_out"}"#),
+        2.0
+    );
+
+    // A dashboard that unsubscribes hears nothing more until it subscribes again.
+    let admin_ws = &mut dashboards[0];
+    admin_ws.send_ref("unsubscribe_checkins", "u", json!({}));
+    assert_eq!(admin_ws.expect("checkins_unsubscribed")["ref"], "u");
+    let (status, _) = app.post(
+        "/api/checkins",
+        &staff.token,
+        json!({"member_id": member.id}),
+    );
+    assert_eq!(status, 201);
+    dashboards[1].expect("member_checked_in");
+    let admin_ws = &mut dashboards[0];
+    assert_quiet(
+        admin_ws,
+        &["member_checked_in", "stats_update"],
+        Duration::from_millis(800),
+    );
+    admin_ws.send_ref("subscribe_checkins", "s", json!({}));
+    let init = admin_ws.expect("initial_stats");
+    assert_eq!(init["ref"], "s");
+    assert_eq!(init["payload"]["stats"]["currently_checked_in"], 1);
+    assert_eq!(init["payload"]["stats"]["today_check_ins"], 3);
 }
 
 fn who_may_check_in(app: &TestApp) {
@@ -396,7 +427,11 @@ fn who_may_check_in(app: &TestApp) {
         "pool"
     );
 
-    // …but nobody else.
+    // Members do not watch the front desk.
+    ws.send_ref("subscribe_checkins", "watch", json!({}));
+    assert_eq!(ws.expect("error")["payload"]["code"], "forbidden");
+
+    // …and check nobody else in.
     let (status, body) = app.post(
         "/api/checkins",
         &member.token,
