@@ -8,6 +8,15 @@
 //!   the database and what is in memory describe the same moment;
 //! - the *publishing* lock: counters are applied and their `stats_update` published under
 //!   it, so dashboards receive versions in increasing order.
+//!
+//! What the numbers mean (PROTOCOL §3 leaves these open): days and hours are UTC;
+//! `by_location` counts who is in now, check-ins without a location under `"unknown"`;
+//! `avg_visit_minutes_today` averages the visits that ended today, except the ones the
+//! sweeper auto-closed (their length says nothing about the visit); `version` grows by
+//! one with every change and starts from the clock at start-up; `computed_at` is when the
+//! numbers last changed. Refusals: an unknown member is 404, a user who is not a member
+//! 422, a non-active member cannot be checked in (403 `account_inactive`) but can be
+//! checked out.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -36,6 +45,7 @@ pub const LOCATION_MAX: usize = 100;
 pub const NOTES_MAX: usize = 1000;
 /// Longest `idempotency_key` (check-ins and attendance), in characters.
 pub const IDEMPOTENCY_KEY_MAX: usize = 128;
+const MICROS_PER_MINUTE: f64 = 60_000_000.0;
 
 /// The contract's check-in object.
 #[derive(Debug, Clone, Serialize)]
@@ -204,7 +214,7 @@ impl Counters {
         if self.ended_visits == 0 {
             return 0.0;
         }
-        let minutes = self.ended_visit_micros as f64 / self.ended_visits as f64 / 60_000_000.0;
+        let minutes = self.ended_visit_micros as f64 / self.ended_visits as f64 / MICROS_PER_MINUTE;
         (minutes * 100.0).round() / 100.0
     }
 
@@ -644,9 +654,11 @@ async fn auto_close_stale(state: &AppState) -> AppResult<usize> {
     Ok(rows.len())
 }
 
-/// Recomputes the statistics from the database. When they differ from the live ones
-/// (a change made behind Spotter's back, a lost update, a new day) the database wins:
-/// the numbers are replaced, `version` grows and a `stats_update` goes out.
+/// Recomputes the statistics from the database. A new UTC day first starts the day's
+/// counters. When the numbers then differ from the live ones (a change made behind
+/// Spotter's back, a lost update) the database wins: they are replaced, `version` grows
+/// and a `stats_update` goes out. Changes not yet published (a new day, auto-closes) go
+/// out too.
 async fn recompute(state: &AppState) -> AppResult<()> {
     let tracker = &state.stats;
     let _gate = tracker.gate.write().await;
