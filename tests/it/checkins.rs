@@ -773,10 +773,57 @@ fn sweeper_closes_stale_check_ins(app: &TestApp) {
     assert_eq!(status, 201, "{body}");
 }
 
+/// Desks checking members in and out concurrently while the sweeper recomputes every
+/// second: the live numbers never drift from the database's.
+fn concurrent_changes_do_not_drift(app: &TestApp) {
+    let admin = app.admin();
+    let members: Vec<Login> = (0..6).map(|_| app.user("member")).collect();
+    let corrected = r#"spotter_stats_recomputations_total{outcome="corrected"}"#;
+    std::thread::scope(|s| {
+        for (i, m) in members.iter().enumerate() {
+            let token = admin.token.clone();
+            s.spawn(move || {
+                for round in 0..5 {
+                    let location = format!("zone-{}", (i + round) % 3);
+                    let (status, body) = app.post(
+                        "/api/checkins",
+                        &token,
+                        json!({"member_id": m.id, "location": location}),
+                    );
+                    assert_eq!(status, 201, "{body}");
+                    if round < 4 {
+                        let (status, body) =
+                            app.post("/api/checkins/checkout", &token, json!({"member_id": m.id}));
+                        assert_eq!(status, 200, "{body}");
+                    }
+                }
+            });
+        }
+    });
+    let unchanged = r#"spotter_stats_recomputations_total{outcome="unchanged"}"#;
+    let runs = metric(app, unchanged);
+    eventually(WAIT, "two more sweeps", || {
+        (metric(app, unchanged) >= runs + 2.0).then_some(())
+    });
+    assert_eq!(metric(app, corrected), 0.0, "live stats drifted");
+    let (_, stats) = app.get("/api/checkins/stats", &admin.token);
+    assert_eq!(stats["currently_checked_in"], 6, "{stats}");
+    assert_eq!(stats["today_check_ins"], 30);
+    assert_eq!(stats["today_unique_members"], 6);
+    let in_zones: i64 = stats["by_location"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_i64().unwrap())
+        .sum();
+    assert_eq!(in_zones, 6);
+}
+
 crate::both_backends_with_env!(
     SWEEP_EVERY_SECOND,
     sweeper_corrects_drift,
-    sweeper_closes_stale_check_ins
+    sweeper_closes_stale_check_ins,
+    concurrent_changes_do_not_drift
 );
 
 /// At start the statistics are computed from the database, and `version` keeps growing
