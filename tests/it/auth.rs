@@ -6,11 +6,6 @@ use serde_json::json;
 use crate::both_backends;
 use crate::common::*;
 
-fn assert_error(body: &serde_json::Value, code: &str) {
-    assert_eq!(body["error"]["code"], code, "body: {body}");
-    assert!(body["error"]["message"].is_string(), "body: {body}");
-}
-
 fn login_refresh_logout(app: &TestApp) {
     let (status, body) = app.call(
         "POST",

@@ -442,6 +442,12 @@ pub fn uuid_like() -> String {
     )
 }
 
+/// Asserts the contract's error shape with this code.
+pub fn assert_error(body: &Value, code: &str) {
+    assert_eq!(body["error"]["code"], code, "body: {body}");
+    assert!(body["error"]["message"].is_string(), "body: {body}");
+}
+
 /// Polls `f` until it returns Some, or panics after `wait`.
 pub fn eventually<T>(wait: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + wait;
@@ -463,6 +469,8 @@ pub fn eventually<T>(wait: Duration, what: &str, mut f: impl FnMut() -> Option<T
 macro_rules! both_backends {
     (env: $env:expr; $($name:ident),* $(,)?) => {$(
         mod $name {
+            #[allow(unused_imports)]
+            use super::*;
             #[test]
             fn sqlite() {
                 super::$name(&$crate::common::TestApp::start($crate::common::Backend::Sqlite, $env));

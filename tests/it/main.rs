@@ -2,8 +2,10 @@
 
 mod common;
 
+mod attendance;
 mod auth;
 mod chat;
+mod checkins;
 mod cli;
 mod files;
 mod presence;

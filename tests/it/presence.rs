@@ -138,7 +138,7 @@ fn all_users_filters_and_counts(app: &TestApp) {
     assert_eq!(status, 422, "{body}");
 }
 
-both_backends!(env: super::FAST; silent_users_time_out);
+both_backends!(env: FAST; silent_users_time_out);
 both_backends!(all_users_filters_and_counts);
 
 fn next_update(ws: &mut Ws) -> Value {
