@@ -77,6 +77,10 @@ pub async fn start(config: Config) -> AppResult<Started> {
     let (db, rows, revoked) = web::block(move || -> AppResult<_> {
         let db = open_db(&cfg)?;
         bootstrap_admin(&db, &cfg)?;
+        let stale = crate::domain::files::remove_stale_temp_files(&cfg.data_dir);
+        if stale > 0 {
+            log::warn!("removed {stale} unfinished upload(s) left by an earlier run");
+        }
         let mut conn = db.read_conn()?;
         let rows = crate::db::users::list(&mut conn)?;
         let revoked =

@@ -393,6 +393,8 @@ pub async fn send_message(
             None,
         )
         .await;
+        // A sent message ends the sender's typing indicator.
+        set_typing(state, sender, conversation, false).await;
     }
     Ok(message)
 }
@@ -407,20 +409,27 @@ pub async fn typing(
     is_typing: bool,
 ) -> AppResult<()> {
     authorize(state, user.id, conversation).await?;
-    let key = (user.id, conversation);
+    set_typing(state, user.id, conversation, is_typing).await;
+    Ok(())
+}
+
+/// Applies a typing change for a participant (already authorized) and broadcasts it when
+/// the throttle lets it through.
+async fn set_typing(state: &AppState, user: UserId, conversation: ConversationId, is_typing: bool) {
+    let key = (user, conversation);
     let now = Instant::now();
     let (broadcast, start_timer) = {
         let mut map = state.chat.typing_map();
         if map.len() >= TYPING_ENTRIES_MAX && !map.contains_key(&key) {
             map.retain(|_, e| e.timer || e.shown || now - e.shown_at < TYPING_THROTTLE);
             if map.len() >= TYPING_ENTRIES_MAX {
-                log::warn!("typing: {TYPING_ENTRIES_MAX} indicators live, dropping one of user {} in conversation {conversation}", user.id);
-                return Ok(());
+                log::warn!("typing: {TYPING_ENTRIES_MAX} indicators live, dropping one of user {user} in conversation {conversation}");
+                return;
             }
         }
         if !is_typing && !map.contains_key(&key) {
             // Nothing was shown: nothing to take down.
-            return Ok(());
+            return;
         }
         let e = map.entry(key).or_insert(TypingEntry {
             shown: false,
@@ -444,13 +453,12 @@ pub async fn typing(
         (broadcast, start_timer)
     };
     if broadcast {
-        publish_typing(state, user.id, conversation, is_typing).await;
+        publish_typing(state, user, conversation, is_typing).await;
     }
     if start_timer {
         let state = state.clone();
         actix_web::rt::spawn(async move { expire_typing(state, key).await });
     }
-    Ok(())
 }
 
 async fn publish_typing(

@@ -44,7 +44,11 @@ pub fn attachment(row: &FileRow) -> Attachment {
 }
 
 fn uploads_dir(state: &AppState) -> PathBuf {
-    state.config.data_dir.join("uploads")
+    uploads_path(&state.config.data_dir)
+}
+
+fn uploads_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("uploads")
 }
 
 /// The allowed image type of these first bytes, if any.
@@ -63,6 +67,25 @@ pub fn sniff(head: &[u8]) -> Option<&'static str> {
 fn storage_error(what: &str, e: std::io::Error) -> AppError {
     log::error!("uploads: {what}: {e}");
     AppError::Unavailable("cannot store the file right now".into())
+}
+
+/// Removes temporary files a crash left in the uploads folder (at start-up, before any
+/// upload can be in progress). Answers how many were removed.
+pub fn remove_stale_temp_files(data_dir: &std::path::Path) -> usize {
+    let dir = uploads_path(data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => log::warn!("uploads: cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
+    removed
 }
 
 /// A temporary upload file, removed when dropped unless it was moved into place.

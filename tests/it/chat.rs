@@ -749,3 +749,31 @@ both_backends!(
     outsider_is_refused,
     attachments,
 );
+
+fn sending_ends_typing(app: &TestApp) {
+    let p = pair(app);
+    let (mut t, _) = joined(app, &p.trainer, p.conv, None);
+    let (mut m, _) = joined(app, &p.member, p.conv, None);
+    m.send(
+        "typing",
+        json!({"conversation_id": p.conv, "is_typing": true}),
+    );
+    assert_eq!(t.expect("typing")["payload"]["is_typing"], true);
+    m.send(
+        "send_message",
+        json!({"conversation_id": p.conv, "content": "done typing", "client_msg_id": "te-1"}),
+    );
+    m.expect("message_ack");
+    assert_eq!(
+        t.expect("new_message")["payload"]["message"]["content"],
+        "done typing"
+    );
+    let f = t.expect("typing");
+    assert_eq!(
+        f["payload"]["is_typing"], false,
+        "the message took the indicator down"
+    );
+    assert_eq!(f["payload"]["user_id"], p.member.id);
+}
+
+both_backends!(sending_ends_typing);

@@ -285,3 +285,153 @@ fn browser_origins_are_checked() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A client TCP socket with a tiny receive buffer, so that a client that stops reading
+/// backs up into the server quickly.
+fn tiny_window_socket(addr: &str) -> std::net::TcpStream {
+    use std::net::SocketAddr;
+    use std::os::fd::FromRawFd;
+    let addr: SocketAddr = addr.parse().unwrap();
+    let SocketAddr::V4(v4) = addr else {
+        panic!("IPv4 test server")
+    };
+    // SAFETY: plain socket calls on a fresh descriptor that the TcpStream then owns.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let size: libc::c_int = 4096;
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &size as *const _ as *const libc::c_void,
+            std::mem::size_of_val(&size) as libc::socklen_t,
+        );
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: v4.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*v4.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let rc = libc::connect(
+            fd,
+            &sa as *const _ as *const libc::sockaddr,
+            std::mem::size_of_val(&sa) as libc::socklen_t,
+        );
+        assert_eq!(rc, 0, "connect");
+        std::net::TcpStream::from_raw_fd(fd)
+    }
+}
+
+fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = ureq::get(&app.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn slow_consumers_are_cut_off_and_others_get_everything() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let app = TestApp::start(Backend::Sqlite, &[("SPOTTER_WS_QUEUE", "16")]);
+    let trainer = app.user("trainer");
+    let member = app.user("member");
+    let (_, conv) = app.post(
+        "/api/chat/conversations",
+        &member.token,
+        json!({"peer_id": trainer.id}),
+    );
+    let conv = conv["id"].as_i64().unwrap();
+
+    // The slow socket joins, then never reads again until the end.
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let stream = tiny_window_socket(&addr);
+    let url = format!("{}/ws?token={}", app.ws_base, member.token);
+    let (mut slow, _) = tungstenite::client(url, stream).expect("handshake");
+    slow.send(tungstenite::Message::Text(
+        json!({"type": "join_conversation", "payload": {"conversation_id": conv}}).to_string(),
+    ))
+    .unwrap();
+    loop {
+        if let tungstenite::Message::Text(t) = slow.read().unwrap() {
+            if t.contains("conversation_joined") {
+                break;
+            }
+        }
+    }
+
+    // A healthy socket in the same room reads everything, on its own thread.
+    let mut healthy = app.ws_auth(&member);
+    healthy.send("join_conversation", json!({"conversation_id": conv}));
+    healthy.expect("conversation_joined");
+    let seen = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (seen, stop) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(f) = healthy.next_within(Duration::from_millis(100)) {
+                    if f["type"] == "new_message" {
+                        seen.lock()
+                            .unwrap()
+                            .push(f["payload"]["message"]["seq"].as_i64().unwrap());
+                    }
+                }
+            }
+        })
+    };
+
+    let body = "x".repeat(4000);
+    let mut sent = 0;
+    while metric(&app, "spotter_ws_slow_closed_total") < 1.0 {
+        for _ in 0..25 {
+            sent += 1;
+            let (status, _) = app.post(
+                "/api/chat/messages",
+                &trainer.token,
+                json!({"conversation_id": conv, "content": body, "client_msg_id": format!("flood-{sent}")}),
+            );
+            assert_eq!(status, 201);
+        }
+        assert!(sent < 5000, "the slow socket was never cut off");
+    }
+    eventually(WAIT, "the healthy socket to get every message", || {
+        (seen.lock().unwrap().len() == sent).then_some(())
+    });
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let seqs = seen.lock().unwrap().clone();
+    assert_eq!(
+        seqs,
+        (1..=sent as i64).collect::<Vec<_>>(),
+        "in order, no gaps, no repeats"
+    );
+
+    // The slow socket, read at last: what was queued, then 4029.
+    slow.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = 0;
+    let code = loop {
+        match slow.read() {
+            Ok(tungstenite::Message::Text(_)) => got += 1,
+            Ok(tungstenite::Message::Close(f)) => break f.map(|f| u16::from(f.code)).unwrap_or(0),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame after {got} frames: {e}"),
+        }
+    };
+    assert_eq!(code, 4029);
+    assert!(
+        got < sent,
+        "the slow socket was cut off before the end ({got} of {sent})"
+    );
+}
