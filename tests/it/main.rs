@@ -4,4 +4,6 @@ mod common;
 
 mod auth;
 mod browser;
+mod chat;
 mod cli;
+mod files;
