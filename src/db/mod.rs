@@ -4,7 +4,9 @@
 //! Queries are written once and compiled for both backends through [`with_conn!`]; the
 //! few places where the backends differ (SQLite's `BEGIN IMMEDIATE`) are in [`transaction!`].
 
+pub mod attendance;
 pub mod chat;
+pub mod checkins;
 pub mod files;
 pub mod ids;
 pub mod schema;

@@ -1,5 +1,97 @@
-//! HTTP routes for checkins (to be filled in by its issue).
+//! `/api/checkins`: check in, check out, the day's list and the live statistics.
 
-use actix_web::web;
+use actix_web::{web, HttpResponse};
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
 
-pub fn routes(_cfg: &mut web::ServiceConfig) {}
+use crate::auth::AuthUser;
+use crate::db::UserId;
+use crate::domain::checkins::{self, CheckInRequest, Checkin};
+use crate::domain::users::Role;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/api/checkins")
+            .route(web::post().to(post_checkin))
+            .route(web::get().to(list_checkins)),
+    )
+    .service(web::resource("/api/checkins/checkout").route(web::post().to(post_checkout)))
+    .service(web::resource("/api/checkins/stats").route(web::get().to(get_stats)));
+}
+
+/// `?date=YYYY-MM-DD` (a UTC day); today when absent.
+pub(crate) fn parse_date(value: Option<&str>) -> AppResult<NaiveDate> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(crate::time::now().date_naive()),
+        Some(v) => {
+            let ok = v.len() == 10 && v.as_bytes()[4] == b'-' && v.as_bytes()[7] == b'-';
+            ok.then(|| NaiveDate::parse_from_str(v, "%Y-%m-%d").ok())
+                .flatten()
+                .ok_or_else(|| AppError::Validation(format!("date must be YYYY-MM-DD, got {v:?}")))
+        }
+    }
+}
+
+/// An optional user id from the query string (`?member_id=`, `?employee_id=`).
+pub(crate) fn parse_user_id(field: &str, value: Option<&str>) -> AppResult<Option<UserId>> {
+    match value.map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .map(|id| Some(UserId(id)))
+            .map_err(|_| AppError::Validation(format!("{field} must be an integer, got {v:?}"))),
+    }
+}
+
+async fn post_checkin(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CheckInRequest>,
+) -> AppResult<HttpResponse> {
+    let checkin = checkins::check_in(&state, &user, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(checkin))
+}
+
+#[derive(Deserialize)]
+struct CheckOutRequest {
+    member_id: UserId,
+}
+
+async fn post_checkout(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CheckOutRequest>,
+) -> AppResult<HttpResponse> {
+    let checkin = checkins::check_out(&state, &user, body.member_id).await?;
+    Ok(HttpResponse::Ok().json(checkin))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    date: Option<String>,
+    member_id: Option<String>,
+}
+
+#[derive(Serialize)]
+struct CheckinList {
+    checkins: Vec<Checkin>,
+}
+
+async fn list_checkins(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ListQuery>,
+) -> AppResult<HttpResponse> {
+    // Who may look comes before what was asked.
+    user.require(&[Role::Staff, Role::Admin])?;
+    let date = parse_date(query.date.as_deref())?;
+    let member = parse_user_id("member_id", query.member_id.as_deref())?;
+    let checkins = checkins::list(&state, &user, date, member).await?;
+    Ok(HttpResponse::Ok().json(CheckinList { checkins }))
+}
+
+async fn get_stats(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(checkins::stats(&state, &user)?))
+}

@@ -1,6 +1,7 @@
 //! The HTTP API: one module per area, and `configure()` that mounts every route (used by
 //! `main` and by the integration tests' server alike).
 
+pub mod attendance;
 pub mod auth;
 pub mod chat;
 pub mod checkins;
@@ -34,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .configure(chat::routes)
         .configure(files::routes)
         .configure(checkins::routes)
+        .configure(attendance::routes)
         .configure(ops::routes)
         .route("/ws", web::get().to(ws_plain))
         .route("/ws/chat", web::get().to(ws_plain))

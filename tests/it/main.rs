@@ -2,8 +2,10 @@
 
 mod common;
 
+mod attendance;
 mod auth;
 mod browser;
 mod chat;
+mod checkins;
 mod cli;
 mod files;

@@ -1,0 +1,1 @@
+DROP INDEX checkins_checked_out;
