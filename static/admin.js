@@ -61,6 +61,7 @@ function showDisabled() {
 function showConnection(s) {
   const node = $("conn-status");
   node.dataset.state = s;
+  node.dataset.connects = socket.connects;
   node.textContent = { live: "Live", connecting: "Connecting…", reconnecting: "Reconnecting…", offline: "Offline" }[s] || s;
 }
 
@@ -399,7 +400,9 @@ function applyStats(stats) {
   const avg = $("stat-avg");
   avg.textContent = minutes(stats.avg_visit_minutes_today);
   avg.append(el("small", { text: "min" }));
-  $("stats-note").textContent = `updated ${clock(stats.computed_at)} · v${stats.version}`;
+  const note = $("stats-note");
+  note.textContent = `updated ${clock(stats.computed_at)}`;
+  note.dataset.version = stats.version;
   const list = $("by-location");
   list.replaceChildren();
   const entries = Object.entries(stats.by_location || {}).sort((a, b) => b[1] - a[1]);
@@ -417,6 +420,10 @@ function applyStats(stats) {
 /** The by-hour bar chart (UTC hours), drawn by hand on the canvas. */
 function drawChart() {
   const canvas = $("chart-by-hour");
+  const hours = (state.stats && state.stats.by_hour) || new Array(24).fill(0);
+  // The numbers behind the picture, for tests and assistive tools.
+  canvas.dataset.hours = JSON.stringify(hours);
+  canvas.setAttribute("aria-label", `Check-ins today by hour (UTC): ${hours.map((n, h) => `${h}h ${n}`).filter((_, h) => hours[h]).join(", ") || "none"}`);
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth;
   const h = canvas.clientHeight;
@@ -426,7 +433,6 @@ function drawChart() {
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, w, h);
-  const hours = (state.stats && state.stats.by_hour) || new Array(24).fill(0);
   const max = Math.max(...hours, 0);
   const top = niceMax(max);
   const left = 30;

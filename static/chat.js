@@ -75,6 +75,7 @@ function showDisabled() {
 function showConnection(s) {
   const node = $("conn-status");
   node.dataset.state = s;
+  node.dataset.connects = socket.connects;
   node.textContent = { live: "Live", connecting: "Connecting…", reconnecting: "Reconnecting…", offline: "Offline" }[s] || s;
 }
 

@@ -13,7 +13,7 @@ export class ApiError extends Error {
 
 /** Refresh this long before the access token expires (the socket warns a minute before). */
 const REFRESH_MARGIN_MS = 90_000;
-/** Never schedule a refresh sooner than this, so a short TTL cannot spin. */
+/** Never refresh more often than this, so a short TTL cannot spin. */
 const REFRESH_MIN_DELAY_MS = 5_000;
 
 /**
@@ -26,6 +26,7 @@ export class Session {
     this.key = `spotter.${app}.session`;
     this.data = null;
     this.refreshing = null;
+    this.refreshedAt = 0;
     this.timer = null;
     this.listeners = { change: [], expired: [] };
     try {
@@ -106,6 +107,7 @@ export class Session {
     const refreshToken = this.data.refresh_token;
     this.refreshing = request("POST", "/api/auth/refresh", { refresh_token: refreshToken })
       .then((pair) => {
+        this.refreshedAt = Date.now();
         this.store(pair);
         return pair.access_token;
       })
@@ -120,6 +122,12 @@ export class Session {
         this.refreshing = null;
       });
     return this.refreshing;
+  }
+
+  /** A refresh, unless one happened moments ago (a warning about the old token). */
+  refreshSoon() {
+    if (Date.now() - this.refreshedAt < REFRESH_MIN_DELAY_MS) return Promise.resolve(this.token);
+    return this.refresh();
   }
 
   async logout() {
@@ -221,6 +229,10 @@ export class LiveSocket {
     this.pending = new Map();
     this.openedAt = 0;
     this.authFailures = 0;
+    /** The access token this socket runs on. */
+    this.socketToken = null;
+    /** Authenticated connections so far (the first one and every reconnect). */
+    this.connects = 0;
     session.on("change", () => this.sendToken());
   }
 
@@ -251,6 +263,7 @@ export class LiveSocket {
     this.onStatus(this.attempt ? "reconnecting" : "connecting");
     const ws = new WebSocket(url);
     this.ws = ws;
+    this.socketToken = this.session.token;
     this.authenticated = false;
     ws.onmessage = (ev) => {
       if (ws !== this.ws) return;
@@ -286,6 +299,7 @@ export class LiveSocket {
         this.authenticated = true;
         this.openedAt = Date.now();
         this.authFailures = 0;
+        this.connects += 1;
         if (payload.user) this.session.setUser(payload.user);
         clearInterval(this.heartbeat);
         this.heartbeat = setInterval(() => this.send("heartbeat"), HEARTBEAT_MS);
@@ -293,8 +307,13 @@ export class LiveSocket {
         this.onOpen(this.attempt > 0);
         break;
       case "token_expiring":
-        // A refresh emits `change`, which sends the new token on this socket.
-        this.session.refresh().catch(() => {});
+        if (this.socketToken !== this.session.token) {
+          // The session has a newer token already: hand it to this socket.
+          this.sendToken();
+        } else {
+          // A refresh emits `change`, which sends the new token on this socket.
+          this.session.refreshSoon().catch(() => {});
+        }
         break;
       default:
         break;
@@ -374,8 +393,10 @@ export class LiveSocket {
   }
 
   sendToken() {
-    if (this.connected && this.session.token) {
-      this.send("refresh_token", { token: this.session.token });
+    const token = this.session.token;
+    if (this.connected && token && token !== this.socketToken) {
+      this.socketToken = token;
+      this.send("refresh_token", { token });
     }
   }
 }
@@ -411,11 +432,12 @@ export function ago(iso) {
   return new Date(t).toLocaleDateString();
 }
 
-/** "14:05" in the viewer's time. */
+/** "14:05" in the viewer's time zone (24-hour: short and unambiguous on a busy screen). */
 export function clock(iso) {
   if (!iso) return "";
   const d = new Date(iso);
-  return Number.isNaN(d.getTime()) ? "" : d.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (Number.isNaN(d.getTime())) return "";
+  return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
 }
 
 /** "2026-11-22": today in UTC (the server counts days in UTC). */

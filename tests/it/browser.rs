@@ -81,21 +81,30 @@ impl Chrome {
 
     /// A new tab that records uncaught page errors, at `url`.
     fn open(&self, url: &str) -> Arc<Tab> {
-        let tab = self.browser.new_tab().expect("new tab");
-        tab.set_default_timeout(PAGE_WAIT);
-        tab.call_method(Page::AddScriptToEvaluateOnNewDocument {
-            source: ERROR_TRAP.into(),
-            world_name: None,
-            include_command_line_api: None,
-            run_immediately: None,
-        })
-        .expect("error trap");
-        tab.navigate_to(url)
-            .expect("navigate")
-            .wait_until_navigated()
-            .expect("page loaded");
-        tab
+        prepare(self.browser.new_tab().expect("new tab"), url)
     }
+
+    /// A tab in a context of its own (its own storage), as a second person's browser.
+    fn open_isolated(&self, url: &str) -> Arc<Tab> {
+        let context = self.browser.new_context().expect("new context");
+        prepare(context.new_tab().expect("new tab"), url)
+    }
+}
+
+fn prepare(tab: Arc<Tab>, url: &str) -> Arc<Tab> {
+    tab.set_default_timeout(PAGE_WAIT);
+    tab.call_method(Page::AddScriptToEvaluateOnNewDocument {
+        source: ERROR_TRAP.into(),
+        world_name: None,
+        include_command_line_api: None,
+        run_immediately: None,
+    })
+    .expect("error trap");
+    tab.navigate_to(url)
+        .expect("navigate")
+        .wait_until_navigated()
+        .expect("page loaded");
+    tab
 }
 
 /// Evaluates `expr` in the page; answers its value (as JSON).
@@ -123,9 +132,11 @@ fn page_text(tab: &Tab) -> String {
 
 /// Waits until `expr` is true in the page; panics with what the page shows after PAGE_WAIT.
 fn wait_for(tab: &Tab, expr: &str, what: &str) {
-    let deadline = Instant::now() + PAGE_WAIT;
+    let started = Instant::now();
+    let deadline = started + PAGE_WAIT;
     loop {
         if js(tab, expr) == Value::Bool(true) {
+            eprintln!("browser: {what} after {:?}", started.elapsed());
             return;
         }
         if Instant::now() > deadline {
@@ -135,16 +146,23 @@ fn wait_for(tab: &Tab, expr: &str, what: &str) {
     }
 }
 
-/// Clicks into a field and types into it, like a person.
+/// Clicks into a field and types into it (as one text insertion: key by key costs two
+/// round trips to the browser per character).
 fn type_into(tab: &Tab, selector: &str, text: &str) {
-    let field = tab.wait_for_element(selector).expect(selector);
-    field.click().expect("click field");
+    tab.wait_for_element(selector)
+        .expect(selector)
+        .click()
+        .expect("click field");
     // Empty it first: a person would select all and type over it.
     js(
         tab,
-        &format!("document.querySelector({selector:?}).value = ''"),
+        &format!("document.querySelector({selector:?}).select()"),
     );
-    field.type_into(text).expect("type");
+    if text.is_empty() {
+        tab.press_key("Backspace").expect("clear");
+    } else {
+        tab.send_character(text).expect("type");
+    }
 }
 
 /// Picks an option of a <select> and fires `change`, as choosing it with the mouse does.
@@ -192,12 +210,24 @@ fn screenshot(tab: &Tab, name: &str) -> PathBuf {
     path
 }
 
+/// A user's id, by username, through the admin API.
+fn user_id(app: &TestApp, admin: &Login, username: &str) -> i64 {
+    let (status, list) = app.get(&format!("/api/users/all-users?q={username}"), &admin.token);
+    assert_eq!(status, 200, "{list}");
+    list["users"]
+        .as_array()
+        .and_then(|users| users.iter().find(|u| u["username"] == username))
+        .and_then(|u| u["id"].as_i64())
+        .unwrap_or_else(|| panic!("no user {username}: {list}"))
+}
+
 #[test]
 fn admin_panel_live_presence_and_user_management() {
     let Some(chrome) = Chrome::launch() else {
         return;
     };
-    let app = TestApp::sqlite();
+    // The shift starts at midnight UTC, so that an arrival now is late whatever the hour.
+    let app = TestApp::start(Backend::Sqlite, &[("SPOTTER_SHIFT_START", "00:00")]);
     let admin = app.admin();
     // A trainer and a member who have never logged in: offline.
     for (username, role, name) in [
@@ -252,6 +282,43 @@ fn admin_panel_live_presence_and_user_management() {
         "initial stats shown",
     );
 
+    // A check-in at the front desk shows up live: stats, by-location and the feed.
+    let bob = user_id(&app, &admin, "member_bob");
+    let (status, body) = app.post(
+        "/api/checkins",
+        &admin.token,
+        json!({"member_id": bob, "location": "Main floor"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_for(
+        &tab,
+        "document.getElementById('stat-occupancy').textContent === '1'",
+        "occupancy 1",
+    );
+    wait_for(
+        &tab,
+        "document.getElementById('stat-today').textContent === '1'",
+        "1 check-in today",
+    );
+    wait_for(
+        &tab,
+        "!!document.querySelector('[data-testid=\"location-Main floor\"]')",
+        "by-location entry",
+    );
+    wait_for(
+        &tab,
+        "[...document.querySelectorAll('[data-testid=checkin-entry]')]\
+         .some(e => e.dataset.kind === 'in' && e.textContent.includes('Bob Member'))",
+        "the check-in in the feed",
+    );
+    let hour_total = "(() => { const s = JSON.parse(document.getElementById('chart-by-hour')\
+         .dataset.hours || '[]'); return s.reduce((a, b) => a + b, 0); })()";
+    assert_eq!(
+        js(&tab, hour_total),
+        json!(1),
+        "the chart drew one check-in"
+    );
+
     // The trainer logs in elsewhere: the row flips to online with no reload.
     js(&tab, "window.__sameDocument = true");
     let anna = app.login("coach_anna", PASSWORD);
@@ -292,10 +359,6 @@ fn admin_panel_live_presence_and_user_management() {
         "search filter",
     );
     type_into(&tab, "#filter-search", "");
-    js(
-        &tab,
-        "document.getElementById('filter-search').dispatchEvent(new Event('input'))",
-    );
     wait_for(
         &tab,
         &format!("!{}.hidden", row("admin")),
@@ -333,6 +396,30 @@ fn admin_panel_live_presence_and_user_management() {
         "the conflict shown",
     );
 
+    // Attendance: the shift starts at 00:00 UTC in this app, so arriving now is late and
+    // arriving at midnight is on time.
+    let carl = user_id(&app, &admin, "carl_new");
+    let anna_id = user_id(&app, &admin, "coach_anna");
+    let midnight = format!("{}T00:00:00Z", chrono::Utc::now().format("%Y-%m-%d"));
+    for (employee, timestamp) in [(anna_id, Some(midnight)), (carl, None)] {
+        let mut body =
+            json!({"employee_id": employee, "status": "present", "device": "front-desk"});
+        if let Some(t) = timestamp {
+            body["timestamp"] = json!(t);
+        }
+        let (status, reply) = app.post("/api/attendance", &admin.token, body);
+        assert_eq!(status, 201, "{reply}");
+    }
+    wait_for(
+        &tab,
+        "(() => { const e = [...document.querySelectorAll('[data-testid=attendance-entry]')];\
+         const carl = e.find(x => x.textContent.includes('Carl Newman'));\
+         const anna = e.find(x => x.textContent.includes('Anna Coach'));\
+         return !!carl && !!anna && carl.dataset.late === 'true' && anna.dataset.late === 'false'\
+           && !!carl.querySelector('[data-testid=late-badge]'); })()",
+        "attendance feed with the late arrival marked",
+    );
+
     // Suspend the trainer: the row shows it, she goes offline, her token stops working.
     choose(&tab, "[data-testid=\"status-coach_anna\"]", "suspended");
     wait_for(
@@ -348,6 +435,36 @@ fn admin_panel_live_presence_and_user_management() {
     let (status, _) = app.call("POST", "/api/users/heartbeat", Some(&anna.token), None);
     assert_eq!(status, 403, "a suspended account cannot post heartbeats");
 
+    // Bob leaves: occupancy back to 0, a check-out in the feed.
+    let (status, body) = app.post(
+        "/api/checkins/checkout",
+        &admin.token,
+        json!({"member_id": bob}),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_for(
+        &tab,
+        "document.getElementById('stat-occupancy').textContent === '0'",
+        "occupancy back to 0",
+    );
+    wait_for(
+        &tab,
+        "[...document.querySelectorAll('[data-testid=checkin-entry]')].some(e => e.dataset.kind === 'out')",
+        "the check-out in the feed",
+    );
+    // Another check-in so that the screenshot shows a busy floor.
+    let (status, body) = app.post(
+        "/api/checkins",
+        &admin.token,
+        json!({"member_id": bob, "location": "Weights"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    wait_for(
+        &tab,
+        "document.getElementById('stat-occupancy').textContent === '1'",
+        "occupancy 1 again",
+    );
+
     let shot = screenshot(&tab, "admin.png");
     assert!(shot.exists());
     assert_eq!(
@@ -355,4 +472,231 @@ fn admin_panel_live_presence_and_user_management() {
         json!([]),
         "uncaught errors in the page"
     );
+}
+
+/// Logs in through the page's form.
+fn log_in(tab: &Tab, username: &str, password: &str) {
+    wait_for(
+        tab,
+        "!document.getElementById('login-view').hidden",
+        "the login form",
+    );
+    type_into(tab, "#login-username", username);
+    type_into(tab, "#login-password", password);
+    click(tab, "#login-submit");
+}
+
+/// The texts of the acknowledged messages on screen, in order.
+fn messages(tab: &Tab) -> Value {
+    js(tab, messages_expr())
+}
+
+fn shows_message(text: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#messages [data-testid=message] .text')]\
+         .some(t => t.textContent === {text:?})"
+    )
+}
+
+#[test]
+fn chat_between_trainer_and_member_live() {
+    let Some(chrome) = Chrome::launch() else {
+        return;
+    };
+    let app = TestApp::sqlite();
+    let admin = app.admin();
+    for (username, role, name) in [
+        ("coach_tom", "trainer", "Tom Trainer"),
+        ("member_mia", "member", "Mia Member"),
+    ] {
+        let (status, body) = app.post(
+            "/api/users",
+            &admin.token,
+            json!({"username": username, "password": PASSWORD, "role": role, "display_name": name}),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    let tom = user_id(&app, &admin, "coach_tom");
+    let mia = user_id(&app, &admin, "member_mia");
+    let (status, body) = app.call(
+        "PUT",
+        &format!("/api/trainers/{tom}/clients/{mia}"),
+        Some(&admin.token),
+        None,
+    );
+    assert!((200..300).contains(&status), "assign: {status} {body}");
+
+    // The trainer starts a chat with his client from the clients list.
+    let trainer = chrome.open_isolated(&app.url("/chat/"));
+    log_in(&trainer, "coach_tom", PASSWORD);
+    wait_for(
+        &trainer,
+        "!!document.querySelector('[data-testid=client-member_mia]')",
+        "the client in the trainer's list",
+    );
+    click(&trainer, "[data-testid=client-member_mia]");
+    wait_for(
+        &trainer,
+        "document.getElementById('peer-name').textContent === 'Mia Member'",
+        "the conversation open",
+    );
+    type_into(&trainer, "#message-input", "Hi Mia, ready for Monday?");
+    click(&trainer, "#send-button");
+    wait_for(
+        &trainer,
+        &format!(
+            "{} && !document.querySelector('[data-testid=message-pending]')",
+            shows_message("Hi Mia, ready for Monday?")
+        ),
+        "the trainer's message acknowledged",
+    );
+
+    // The member logs in in another browser: one unread message from the trainer.
+    let member = chrome.open_isolated(&app.url("/chat/"));
+    log_in(&member, "member_mia", PASSWORD);
+    wait_for(
+        &member,
+        "(document.querySelector('[data-testid=unread-coach_tom]') || {}).textContent === '1'",
+        "an unread badge",
+    );
+    wait_for(
+        &member,
+        "document.getElementById('conn-status').dataset.state === 'live'",
+        "the member's socket live",
+    );
+    js(&member, "window.__sameDocument = true");
+    click(&member, "[data-testid=conversation-coach_tom]");
+    wait_for(
+        &member,
+        &shows_message("Hi Mia, ready for Monday?"),
+        "the message in the member's view",
+    );
+    wait_for(
+        &member,
+        "!document.querySelector('[data-testid=unread-coach_tom]')",
+        "the unread badge gone",
+    );
+    // Her read receipt reaches the trainer.
+    wait_for(
+        &trainer,
+        "!!document.querySelector('#messages [data-testid=seen]')",
+        "'Seen' on the trainer's message",
+    );
+
+    // She types: the trainer sees it; she sends: he gets it live.
+    type_into(&member, "#message-input", "Yes! See you at 7");
+    wait_for(
+        &trainer,
+        "document.getElementById('typing-indicator').textContent.includes('Mia Member is typing')",
+        "the typing indicator",
+    );
+    click(&member, "#send-button");
+    wait_for(
+        &trainer,
+        &shows_message("Yes! See you at 7"),
+        "the member's reply, live",
+    );
+    wait_for(
+        &trainer,
+        "document.getElementById('typing-indicator').textContent === ''",
+        "the typing indicator cleared by the message",
+    );
+
+    // The trainer sends a photo: both see the image.
+    let png = app.dir.path().join("plan.png");
+    std::fs::write(&png, crate::files::PNG).expect("write png");
+    trainer
+        .wait_for_element("#attach-input")
+        .expect("file input")
+        .set_input_files(&[png.to_str().expect("utf-8 path")])
+        .expect("choose file");
+    wait_for(
+        &trainer,
+        "!!document.querySelector('#attachment-preview img')",
+        "the uploaded image's preview",
+    );
+    type_into(&trainer, "#message-input", "Your plan");
+    click(&trainer, "#send-button");
+    let image_loaded = "[...document.querySelectorAll('#messages [data-testid=message] img')]\
+         .some(i => i.complete && i.naturalWidth === 1 && i.getAttribute('src').startsWith('/api/files/'))";
+    wait_for(&trainer, image_loaded, "the image in the trainer's view");
+    wait_for(
+        &member,
+        image_loaded,
+        "the image in the member's view, live",
+    );
+
+    // Both show the same messages in seq order, with no repeats and no reload.
+    let expected = json!([
+        [1, "Hi Mia, ready for Monday?"],
+        [2, "Yes! See you at 7"],
+        [3, "Your plan"]
+    ]);
+    wait_for(
+        &member,
+        &format!(
+            "JSON.stringify({}) === {:?}",
+            messages_expr(),
+            expected.to_string()
+        ),
+        "the member's messages in order",
+    );
+    assert_eq!(messages(&trainer), expected);
+    assert_eq!(js(&member, "window.__sameDocument === true"), json!(true));
+
+    screenshot(&member, "chat.png");
+    for tab in [&trainer, &member] {
+        assert_eq!(js(tab, "window.__errors"), json!([]), "uncaught errors");
+    }
+}
+
+fn messages_expr() -> &'static str {
+    "[...document.querySelectorAll('#messages [data-testid=message]')]\
+     .map(m => [Number(m.dataset.seq), m.querySelector('.text').textContent])"
+}
+
+/// Access tokens that live 12 s: the panel refreshes them (over HTTP, and hands the new one
+/// to its socket with `refresh_token`), so the socket is never closed with 4001 and calls
+/// keep working long after the first token expired.
+#[test]
+fn admin_panel_keeps_its_session_alive() {
+    let Some(chrome) = Chrome::launch() else {
+        return;
+    };
+    let app = TestApp::start(Backend::Sqlite, &[("SPOTTER_ACCESS_TTL_SECS", "12")]);
+    let admin = app.admin();
+    let (status, body) = app.post(
+        "/api/users",
+        &admin.token,
+        json!({"username": "dana_desk", "password": PASSWORD, "role": "staff"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let tab = chrome.open(&app.url("/admin"));
+    log_in(&tab, "admin", ADMIN_PASSWORD);
+    wait_for(
+        &tab,
+        "document.getElementById('conn-status').dataset.state === 'live'",
+        "the socket live",
+    );
+    std::thread::sleep(Duration::from_secs(20));
+    assert_eq!(
+        js(
+            &tab,
+            "[document.getElementById('conn-status').dataset.state,\
+             document.getElementById('conn-status').dataset.connects]"
+        ),
+        json!(["live", "1"]),
+        "one socket all along\n{}",
+        page_text(&tab)
+    );
+    // The panel's HTTP calls still work: change a role through the page.
+    choose(&tab, "[data-testid=\"role-dana_desk\"]", "trainer");
+    wait_for(
+        &tab,
+        "[...document.querySelectorAll('[data-testid=toast]')].some(t => t.textContent.includes('role trainer'))",
+        "the role change confirmed",
+    );
+    let (_, list) = app.get("/api/users/all-users?q=dana_desk", &app.admin().token);
+    assert_eq!(list["users"][0]["role"], "trainer", "{list}");
+    assert_eq!(js(&tab, "window.__errors"), json!([]));
 }
