@@ -699,4 +699,37 @@ fn admin_panel_keeps_its_session_alive() {
     let (_, list) = app.get("/api/users/all-users?q=dana_desk", &app.admin().token);
     assert_eq!(list["users"][0]["role"], "trainer", "{list}");
     assert_eq!(js(&tab, "window.__errors"), json!([]));
+
+    // A second administrator whose account is suspended while the panel is open: the
+    // server closes the socket with 4003 and the page says the account is disabled.
+    let admin = app.admin(); // the first token has expired by now
+    let (status, body) = app.post(
+        "/api/users",
+        &admin.token,
+        json!({"username": "ops_admin", "password": PASSWORD, "role": "admin"}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let ops_id = body["id"].as_i64().expect("id");
+    let other = chrome.open_isolated(&app.url("/admin/"));
+    log_in(&other, "ops_admin", PASSWORD);
+    wait_for(
+        &other,
+        "document.getElementById('conn-status').dataset.state === 'live'",
+        "the second admin's socket live",
+    );
+    let (status, body) = app.call(
+        "PATCH",
+        &format!("/api/users/{ops_id}"),
+        Some(&admin.token),
+        Some(json!({"account_status": "suspended"})),
+    );
+    assert_eq!(status, 200, "{body}");
+    wait_for(
+        &other,
+        "!document.getElementById('disabled-view').hidden \
+         && document.getElementById('app-view').hidden",
+        "'account disabled' after close 4003",
+    );
+    // The first panel saw it go offline.
+    wait_for(&tab, &presence_is("ops_admin", false), "ops_admin offline");
 }
