@@ -595,6 +595,9 @@ async function loadToday() {
 
 // ---------------------------------------------------------------- start
 
+// For the browser tests and for support staff poking at a misbehaving kiosk.
+window.__spotter = { socket, session, state };
+
 if (session.loggedIn) {
   startApp();
 } else {

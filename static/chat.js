@@ -122,8 +122,13 @@ function conv(id) {
   return state.convs.get(Number(id));
 }
 
+/**
+ * The highest seq this client has seen: rejoins ask for what comes after it. For an open
+ * conversation only messages actually held count (the list's `last_message` may be newer
+ * than what was received, and a gap must be filled, not skipped).
+ */
 function lastSeq(c) {
-  return Math.max(c.maxSeq || 0, (c.last_message && c.last_message.seq) || 0);
+  return c.maxSeq || 0;
 }
 
 async function loadConversations() {
@@ -135,6 +140,8 @@ async function loadConversations() {
         known.peer = c.peer;
         if (!known.last_message || (c.last_message && c.last_message.seq >= known.last_message.seq)) {
           known.last_message = c.last_message;
+          // Nothing is held for a closed conversation: the list is what has been seen.
+          if (!known.loaded && c.last_message) known.maxSeq = Math.max(known.maxSeq || 0, c.last_message.seq);
         }
         if (c.id !== state.openId) known.unread_count = c.unread_count;
         known.last_read_seq = Math.max(known.last_read_seq || 0, c.last_read_seq || 0);
@@ -674,6 +681,9 @@ function clearAttachment() {
 }
 
 // ---------------------------------------------------------------- start
+
+// For the browser tests and for support staff poking at a misbehaving kiosk.
+window.__spotter = { socket, session, state };
 
 if (session.loggedIn) startApp();
 else show("login-view");

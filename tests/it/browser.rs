@@ -644,6 +644,47 @@ fn chat_between_trainer_and_member_live() {
     assert_eq!(messages(&trainer), expected);
     assert_eq!(js(&member, "window.__sameDocument === true"), json!(true));
 
+    // The member's connection drops; meanwhile the trainer sends two messages over HTTP.
+    // Back online, she rejoins with since_seq and gets both, in order, exactly once.
+    js(&member, "window.__spotter.socket.stop()");
+    wait_for(
+        &member,
+        "!window.__spotter.socket.connected",
+        "the member offline",
+    );
+    let tom_login = app.login("coach_tom", PASSWORD);
+    let conversation = js(&member, "window.__spotter.state.openId");
+    for (i, text) in ["Missed one", "Missed two"].iter().enumerate() {
+        let (status, body) = app.post(
+            "/api/chat/messages",
+            &tom_login.token,
+            json!({"conversation_id": conversation, "content": text, "client_msg_id": format!("http-{i}")}),
+        );
+        assert_eq!(status, 201, "{body}");
+    }
+    js(&member, "window.__spotter.socket.start()");
+    let expected = json!([
+        [1, "Hi Mia, ready for Monday?"],
+        [2, "Yes! See you at 7"],
+        [3, "Your plan"],
+        [4, "Missed one"],
+        [5, "Missed two"]
+    ]);
+    wait_for(
+        &member,
+        &format!(
+            "JSON.stringify({}) === {:?}",
+            messages_expr(),
+            expected.to_string()
+        ),
+        "the missed messages after the rejoin",
+    );
+    wait_for(
+        &member,
+        "document.getElementById('conn-status').dataset.connects === '2'",
+        "a second connection",
+    );
+
     screenshot(&member, "chat.png");
     for tab in [&trainer, &member] {
         assert_eq!(js(tab, "window.__errors"), json!([]), "uncaught errors");
