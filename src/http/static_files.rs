@@ -1,18 +1,23 @@
 //! The admin panel and the chat client, embedded in the binary from `static/`.
 
 use actix_web::http::header;
-use actix_web::{web, HttpResponse};
+use actix_web::{guard, web, HttpResponse};
 use rust_embed::RustEmbed;
 
 #[derive(RustEmbed)]
 #[folder = "static/"]
 struct Assets;
 
+/// GET, and HEAD for caches and link checkers (actix strips the body).
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
+}
+
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(|| serve("index.html")))
-        .route("/admin", web::get().to(|| serve("admin.html")))
-        .route("/chat", web::get().to(|| serve("chat.html")))
-        .route("/static/{file:.*}", web::get().to(asset));
+    cfg.route("/", get_or_head().to(|| serve("index.html")))
+        .route("/admin", get_or_head().to(|| serve("admin.html")))
+        .route("/chat", get_or_head().to(|| serve("chat.html")))
+        .route("/static/{file:.*}", get_or_head().to(asset));
 }
 
 async fn asset(path: web::Path<String>) -> HttpResponse {

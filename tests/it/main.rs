@@ -4,6 +4,7 @@ mod common;
 
 mod attendance;
 mod auth;
+mod browser;
 mod chat;
 mod checkins;
 mod cli;
