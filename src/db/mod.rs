@@ -4,6 +4,8 @@
 //! Queries are written once and compiled for both backends through [`with_conn!`]; the
 //! few places where the backends differ (SQLite's `BEGIN IMMEDIATE`) are in [`transaction!`].
 
+pub mod chat;
+pub mod files;
 pub mod ids;
 pub mod schema;
 pub mod trainers;

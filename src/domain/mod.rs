@@ -5,4 +5,5 @@ pub mod attendance;
 pub mod chat;
 pub mod checkins;
 pub mod directory;
+pub mod files;
 pub mod users;

@@ -1,5 +1,147 @@
-//! HTTP routes for chat (to be filled in by its issue).
+//! HTTP routes for chat: conversations, history, sending, read markers, and the trainer's
+//! clients with their assignments.
 
-use actix_web::web;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
 
-pub fn routes(_cfg: &mut web::ServiceConfig) {}
+use crate::auth::AuthUser;
+use crate::db::chat::Cursor;
+use crate::db::{ConversationId, UserId};
+use crate::domain::chat::{self, SendMessage};
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/chat/conversations", web::get().to(list_conversations))
+        .route("/api/chat/conversations", web::post().to(open_conversation))
+        .route("/api/chat/history", web::get().to(get_history))
+        .route("/api/chat/messages", web::post().to(post_message))
+        .route("/api/chat/read", web::post().to(post_read))
+        .route("/api/trainer/clients", web::get().to(list_clients))
+        .route(
+            "/api/trainers/{trainer_id}/clients/{member_id}",
+            web::put().to(put_assignment),
+        )
+        .route(
+            "/api/trainers/{trainer_id}/clients/{member_id}",
+            web::delete().to(delete_assignment),
+        );
+}
+
+async fn list_conversations(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
+    let conversations = chat::conversations(&state, &user).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "conversations": conversations })))
+}
+
+#[derive(Deserialize)]
+struct OpenBody {
+    peer_id: UserId,
+}
+
+async fn open_conversation(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<OpenBody>,
+) -> AppResult<HttpResponse> {
+    let (view, created) = chat::open_conversation(&state, &user, body.peer_id).await?;
+    Ok(if created {
+        HttpResponse::Created().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    conversation_id: Option<ConversationId>,
+    before_seq: Option<i64>,
+    after_seq: Option<i64>,
+    limit: Option<i64>,
+    /// The seed clients' form: the member and the trainer of a conversation.
+    #[serde(rename = "userId")]
+    user_id: Option<UserId>,
+    #[serde(rename = "trainerId")]
+    trainer_id: Option<UserId>,
+}
+
+async fn get_history(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<HistoryQuery>,
+) -> AppResult<HttpResponse> {
+    let q = query.into_inner();
+    let conversation = match (q.conversation_id, q.user_id, q.trainer_id) {
+        (Some(id), _, _) => id,
+        (None, Some(member), Some(trainer)) => {
+            chat::pair_conversation(&state, &user, member, trainer).await?
+        }
+        _ => {
+            return Err(AppError::InvalidRequest(
+                "give conversation_id, or userId and trainerId".into(),
+            ))
+        }
+    };
+    let cursor = match (q.before_seq, q.after_seq) {
+        (None, None) => Cursor::Newest,
+        (Some(b), None) => Cursor::Before(b),
+        (None, Some(a)) => Cursor::After(a),
+        (Some(_), Some(_)) => {
+            return Err(AppError::Validation(
+                "give before_seq or after_seq, not both".into(),
+            ))
+        }
+    };
+    let limit = q.limit.unwrap_or(chat::HISTORY_DEFAULT);
+    let page = chat::history(&state, &user, conversation, cursor, limit).await?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// 201 with the message; a repeated `client_msg_id` answers the original the same way.
+async fn post_message(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<SendMessage>,
+) -> AppResult<HttpResponse> {
+    let message = chat::send_message(&state, &user, None, body.into_inner()).await?;
+    Ok(HttpResponse::Created().json(message))
+}
+
+#[derive(Deserialize)]
+struct ReadBody {
+    conversation_id: ConversationId,
+    seq: i64,
+}
+
+async fn post_read(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<ReadBody>,
+) -> AppResult<HttpResponse> {
+    chat::mark_read(&state, &user, None, body.conversation_id, body.seq).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn list_clients(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
+    let clients = chat::trainer_clients(&state, &user).await?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "clients": clients })))
+}
+
+async fn put_assignment(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> AppResult<HttpResponse> {
+    let (trainer, member) = path.into_inner();
+    chat::assign(&state, &user, UserId(trainer), UserId(member)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn delete_assignment(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(i64, i64)>,
+) -> AppResult<HttpResponse> {
+    let (trainer, member) = path.into_inner();
+    chat::unassign(&state, &user, UserId(trainer), UserId(member)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

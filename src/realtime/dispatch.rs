@@ -8,7 +8,7 @@ use crate::auth::AuthUser;
 use crate::db::ConversationId;
 use crate::domain::users::Role;
 use crate::domain::{attendance, chat, checkins, users as user_domain};
-use crate::error::{AppError, AppResult};
+use crate::error::{AppError, AppResult, ErrorBody};
 use crate::realtime::presence::Snapshot;
 use crate::state::AppState;
 
@@ -19,6 +19,8 @@ pub enum Outcome {
     /// Joined a conversation: live frames up to `last_seq` were in `missed`.
     Joined {
         reply: ServerFrame,
+        /// Sent right after `reply` (`resync_required` when the missed could not be sent).
+        notice: Option<ServerFrame>,
         conversation: ConversationId,
         last_seq: i64,
     },
@@ -93,7 +95,17 @@ pub async fn handle(
         } => {
             let joined = chat::join(state, user, id, conversation_id, since_seq).await?;
             let last_seq = joined.last_seq;
+            let notice = (!joined.recovered).then(|| {
+                S::Error(ErrorBody {
+                    code: "resync_required",
+                    message: format!(
+                        "more than {} messages were missed: reload the history",
+                        chat::RECOVERY_MAX
+                    ),
+                })
+            });
             Outcome::Joined {
+                notice,
                 reply: S::ConversationJoined {
                     conversation_id,
                     last_seq,
@@ -145,7 +157,7 @@ pub async fn handle(
             conversation_id,
             seq,
         } => {
-            chat::mark_read(state, user, conversation_id, seq).await?;
+            chat::mark_read(state, user, Some(id), conversation_id, seq).await?;
             Outcome::Nothing
         }
         C::CheckIn {

@@ -321,11 +321,15 @@ impl WsSession {
             let buffered = self.joining.remove(conversation_id).unwrap_or_default();
             if let Ok(Outcome::Joined {
                 reply,
+                notice,
                 conversation,
                 last_seq,
             }) = &res
             {
                 self.send(ctx, reply, reference);
+                if let Some(notice) = notice {
+                    self.send(ctx, notice, reference);
+                }
                 self.sent_seq.insert(*conversation, *last_seq);
                 for frame in buffered {
                     self.forward(ctx, frame);

@@ -3,4 +3,6 @@
 mod common;
 
 mod auth;
+mod chat;
 mod cli;
+mod files;

@@ -1,0 +1,355 @@
+//! Queries on `conversations`, `conversation_members` and `messages`.
+//!
+//! A message's `seq` comes from `conversations.last_seq`, incremented in the same write
+//! transaction that inserts the message: PostgreSQL's row lock (and SQLite's single
+//! writer) serialize concurrent sends, and a failed insert rolls the increment back, so the
+//! numbers have no gaps. `UNIQUE (conversation_id, seq)` guards the invariant.
+
+use std::collections::HashMap;
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{conversation_members, conversations, messages};
+use super::{Conn, ConversationId, FileId, MessageId, UserId};
+use crate::error::{AppError, AppResult};
+use crate::with_conn;
+
+/// A row of `conversations`: a direct conversation, its pair stored lowest id first.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = conversations)]
+pub struct ConversationRow {
+    pub id: ConversationId,
+    pub user_low: UserId,
+    pub user_high: UserId,
+    pub last_seq: i64,
+    pub created_at: NaiveDateTime,
+    pub last_message_at: Option<NaiveDateTime>,
+}
+
+impl ConversationRow {
+    /// The other participant.
+    pub fn peer_of(&self, user: UserId) -> UserId {
+        if self.user_low == user {
+            self.user_high
+        } else {
+            self.user_low
+        }
+    }
+}
+
+/// A row of `messages`.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = messages)]
+pub struct MessageRow {
+    pub id: MessageId,
+    pub conversation_id: ConversationId,
+    pub seq: i64,
+    pub sender_id: UserId,
+    pub content: String,
+    pub attachment_id: Option<FileId>,
+    pub client_msg_id: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// What to store for a new message (its `seq` is assigned on insert).
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub conversation_id: ConversationId,
+    pub sender_id: UserId,
+    pub content: String,
+    pub attachment_id: Option<FileId>,
+    pub client_msg_id: String,
+    pub created_at: NaiveDateTime,
+}
+
+/// Orders a pair the way `conversations` stores it.
+pub fn ordered(a: UserId, b: UserId) -> (UserId, UserId) {
+    if a <= b {
+        (a, b)
+    } else {
+        (b, a)
+    }
+}
+
+pub fn find_conversation(
+    conn: &mut Conn,
+    id: ConversationId,
+) -> AppResult<Option<ConversationRow>> {
+    Ok(with_conn!(conn, c => conversations::table
+        .find(id)
+        .select(ConversationRow::as_select())
+        .first(c)
+        .optional())?)
+}
+
+/// The conversation of a pair, created (with both members' read markers) if there is none
+/// yet; true when it was created. Safe under concurrent calls for the same pair.
+pub fn get_or_create(
+    conn: &mut Conn,
+    a: UserId,
+    b: UserId,
+    now: NaiveDateTime,
+) -> AppResult<(ConversationRow, bool)> {
+    let (low, high) = ordered(a, b);
+    crate::transaction!(conn, c => {
+        let created = diesel::insert_into(conversations::table)
+            .values((
+                conversations::user_low.eq(low),
+                conversations::user_high.eq(high),
+                conversations::last_seq.eq(0),
+                conversations::created_at.eq(now),
+            ))
+            .on_conflict((conversations::user_low, conversations::user_high))
+            .do_nothing()
+            .execute(c)?
+            == 1;
+        let row = conversations::table
+            .filter(conversations::user_low.eq(low))
+            .filter(conversations::user_high.eq(high))
+            .select(ConversationRow::as_select())
+            .first(c)?;
+        for user in [low, high] {
+            diesel::insert_into(conversation_members::table)
+                .values((
+                    conversation_members::conversation_id.eq(row.id),
+                    conversation_members::user_id.eq(user),
+                    conversation_members::last_read_seq.eq(0),
+                ))
+                .on_conflict_do_nothing()
+                .execute(c)?;
+        }
+        Ok((row, created))
+    })
+}
+
+pub fn find_by_client_id(
+    conn: &mut Conn,
+    conversation: ConversationId,
+    sender: UserId,
+    client_msg_id: &str,
+) -> AppResult<Option<MessageRow>> {
+    Ok(with_conn!(conn, c => messages::table
+        .filter(messages::conversation_id.eq(conversation))
+        .filter(messages::sender_id.eq(sender))
+        .filter(messages::client_msg_id.eq(client_msg_id))
+        .select(MessageRow::as_select())
+        .first(c)
+        .optional())?)
+}
+
+/// Stores a message with the conversation's next `seq` and moves the sender's read marker
+/// to it. A message with the same (conversation, sender, client_msg_id) already stored is
+/// returned instead, with `false`.
+pub fn insert_message(conn: &mut Conn, new: &NewMessage) -> AppResult<(MessageRow, bool)> {
+    let stored = crate::transaction!(conn, c => {
+        let existing = messages::table
+            .filter(messages::conversation_id.eq(new.conversation_id))
+            .filter(messages::sender_id.eq(new.sender_id))
+            .filter(messages::client_msg_id.eq(&new.client_msg_id))
+            .select(MessageRow::as_select())
+            .first(c)
+            .optional()?;
+        if let Some(row) = existing {
+            return Ok((row, false));
+        }
+        let seq: i64 = diesel::update(conversations::table.find(new.conversation_id))
+            .set((
+                conversations::last_seq.eq(conversations::last_seq + 1),
+                conversations::last_message_at.eq(Some(new.created_at)),
+            ))
+            .returning(conversations::last_seq)
+            .get_result(c)?;
+        let row = diesel::insert_into(messages::table)
+            .values((
+                messages::conversation_id.eq(new.conversation_id),
+                messages::seq.eq(seq),
+                messages::sender_id.eq(new.sender_id),
+                messages::content.eq(&new.content),
+                messages::attachment_id.eq(new.attachment_id),
+                messages::client_msg_id.eq(&new.client_msg_id),
+                messages::created_at.eq(new.created_at),
+            ))
+            .returning(MessageRow::as_returning())
+            .get_result(c)?;
+        diesel::update(
+            conversation_members::table
+                .filter(conversation_members::conversation_id.eq(new.conversation_id))
+                .filter(conversation_members::user_id.eq(new.sender_id))
+                .filter(conversation_members::last_read_seq.lt(seq)),
+        )
+        .set(conversation_members::last_read_seq.eq(seq))
+        .execute(c)?;
+        Ok((row, true))
+    });
+    match stored {
+        // The same client_msg_id committed by a concurrent transaction (another instance)
+        // between our check and our insert: answer with that one.
+        Err(AppError::Conflict(detail)) => {
+            find_by_client_id(conn, new.conversation_id, new.sender_id, &new.client_msg_id)?
+                .map(|row| (row, false))
+                .ok_or(AppError::Conflict(detail))
+        }
+        other => other,
+    }
+}
+
+/// Messages with `after < seq <= upto`, oldest first.
+pub fn range(
+    conn: &mut Conn,
+    conversation: ConversationId,
+    after: i64,
+    upto: i64,
+) -> AppResult<Vec<MessageRow>> {
+    Ok(with_conn!(conn, c => messages::table
+        .filter(messages::conversation_id.eq(conversation))
+        .filter(messages::seq.gt(after))
+        .filter(messages::seq.le(upto))
+        .order(messages::seq.asc())
+        .select(MessageRow::as_select())
+        .load(c))?)
+}
+
+/// Where a history page starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cursor {
+    /// The newest messages.
+    Newest,
+    /// Older than this seq (exclusive).
+    Before(i64),
+    /// Newer than this seq (exclusive).
+    After(i64),
+}
+
+/// One page of at most `limit` messages, oldest first, and whether more exist in the
+/// paging direction (older for `Newest`/`Before`, newer for `After`).
+pub fn page(
+    conn: &mut Conn,
+    conversation: ConversationId,
+    cursor: Cursor,
+    limit: i64,
+) -> AppResult<(Vec<MessageRow>, bool)> {
+    let fetch = limit + 1;
+    let mut rows: Vec<MessageRow> = match cursor {
+        Cursor::Newest => with_conn!(conn, c => messages::table
+            .filter(messages::conversation_id.eq(conversation))
+            .order(messages::seq.desc())
+            .limit(fetch)
+            .select(MessageRow::as_select())
+            .load(c))?,
+        Cursor::Before(before) => with_conn!(conn, c => messages::table
+            .filter(messages::conversation_id.eq(conversation))
+            .filter(messages::seq.lt(before))
+            .order(messages::seq.desc())
+            .limit(fetch)
+            .select(MessageRow::as_select())
+            .load(c))?,
+        Cursor::After(after) => with_conn!(conn, c => messages::table
+            .filter(messages::conversation_id.eq(conversation))
+            .filter(messages::seq.gt(after))
+            .order(messages::seq.asc())
+            .limit(fetch)
+            .select(MessageRow::as_select())
+            .load(c))?,
+    };
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    if !matches!(cursor, Cursor::After(_)) {
+        rows.reverse();
+    }
+    Ok((rows, has_more))
+}
+
+/// Moves a member's read marker forward to `seq`, clamped to the conversation's last seq;
+/// answers the new marker, or `None` when it did not move.
+pub fn mark_read(
+    conn: &mut Conn,
+    conversation: ConversationId,
+    user: UserId,
+    seq: i64,
+) -> AppResult<Option<i64>> {
+    let last: i64 = with_conn!(conn, c => conversations::table
+        .find(conversation)
+        .select(conversations::last_seq)
+        .first(c))?;
+    let target = seq.min(last);
+    // `last_read_seq < target` in the statement itself: a concurrent, smaller marker
+    // cannot move it back.
+    let moved = with_conn!(conn, c => diesel::update(
+        conversation_members::table
+            .filter(conversation_members::conversation_id.eq(conversation))
+            .filter(conversation_members::user_id.eq(user))
+            .filter(conversation_members::last_read_seq.lt(target)),
+    )
+    .set(conversation_members::last_read_seq.eq(target))
+    .execute(c))?;
+    Ok((moved > 0).then_some(target))
+}
+
+/// One of a user's conversations, as the lists show it.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub conversation: ConversationRow,
+    pub last_read_seq: i64,
+    pub last_message: Option<MessageRow>,
+    /// Messages from the peer after the user's read marker.
+    pub unread: i64,
+}
+
+/// Every conversation of `user`, most recently active first. Both conversation lists
+/// (`/api/chat/conversations`, `/api/trainer/clients`) come from here, so their unread
+/// counts agree.
+pub fn summaries(conn: &mut Conn, user: UserId) -> AppResult<Vec<Summary>> {
+    let convs: Vec<(ConversationRow, i64)> = with_conn!(conn, c => conversations::table
+        .inner_join(conversation_members::table)
+        .filter(conversation_members::user_id.eq(user))
+        .select((ConversationRow::as_select(), conversation_members::last_read_seq))
+        .load(c))?;
+    if convs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<ConversationId> = convs.iter().map(|(c, _)| c.id).collect();
+    let last: Vec<MessageRow> = with_conn!(conn, c => messages::table
+        .inner_join(
+            conversations::table.on(conversations::id
+                .eq(messages::conversation_id)
+                .and(conversations::last_seq.eq(messages::seq))),
+        )
+        .filter(messages::conversation_id.eq_any(&ids))
+        .select(MessageRow::as_select())
+        .load(c))?;
+    let unread: Vec<(ConversationId, i64)> = with_conn!(conn, c => messages::table
+        .inner_join(
+            conversation_members::table.on(conversation_members::conversation_id
+                .eq(messages::conversation_id)
+                .and(conversation_members::user_id.eq(user))),
+        )
+        .filter(messages::sender_id.ne(user))
+        .filter(messages::seq.gt(conversation_members::last_read_seq))
+        .group_by(messages::conversation_id)
+        .select((messages::conversation_id, diesel::dsl::count_star()))
+        .load(c))?;
+    let mut last: HashMap<ConversationId, MessageRow> =
+        last.into_iter().map(|m| (m.conversation_id, m)).collect();
+    let unread: HashMap<ConversationId, i64> = unread.into_iter().collect();
+    let mut out: Vec<Summary> = convs
+        .into_iter()
+        .map(|(conversation, last_read_seq)| Summary {
+            last_message: last.remove(&conversation.id),
+            unread: unread.get(&conversation.id).copied().unwrap_or(0),
+            last_read_seq,
+            conversation,
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let at = |s: &Summary| {
+            s.conversation
+                .last_message_at
+                .unwrap_or(s.conversation.created_at)
+        };
+        at(b)
+            .cmp(&at(a))
+            .then(b.conversation.id.cmp(&a.conversation.id))
+    });
+    Ok(out)
+}
