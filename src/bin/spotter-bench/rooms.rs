@@ -212,6 +212,7 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
     }
     let end = Instant::now();
     let cpu1 = target.cpu();
+    let drain_secs = end.duration_since(send_end).as_secs_f64();
     shared.done.store(true, Ordering::SeqCst);
     finished.wait();
     let mut results = Vec::new();
@@ -285,6 +286,7 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
         "msg",
     );
     report.metric("sockets_closed", closed as f64, "");
+    report.metric("drain_s", drain_secs, "s");
     report.latency("deliver", &deliver);
     report.latency("ack", &ack);
     report.metric("server_cpu_s", cpu, "s");
