@@ -26,6 +26,8 @@ use crate::server::Target;
 
 /// How long after the last send the run waits for deliveries to arrive.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long after the stop flag a send already under way may still be counted.
+const SEND_GRACE: Duration = Duration::from_millis(50);
 /// How often idle socket tasks look at the run's flags.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// Sockets connecting at once, per client thread.
@@ -202,6 +204,8 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
     std::thread::sleep(spec.duration);
     shared.stop_sending.store(true, Ordering::SeqCst);
     let send_end = Instant::now();
+    // A send that saw the flag too late is counted within this grace period.
+    std::thread::sleep(SEND_GRACE);
     let drain_start = Instant::now();
     // Every send answered (ack or error), then every acked message delivered.
     while (shared.answered.load(Ordering::SeqCst) < shared.sent.load(Ordering::SeqCst)
@@ -452,12 +456,14 @@ async fn socket_task(
         // Closed loop: keep the window full.
         if sending && rate == 0.0 && inflight < spec.window {
             let msg = message_text(plan.conversation, now_us(), &mut seq, &pad);
+            // Counted before the send, so that the drain never sees it answered-but-unsent.
+            shared.sent.fetch_add(1, Ordering::SeqCst);
             if sink.send(ws::Message::Text(msg.into())).await.is_err() {
+                shared.sent.fetch_sub(1, Ordering::SeqCst);
                 res.closed = true;
                 continue;
             }
             res.sent += 1;
-            shared.sent.fetch_add(1, Ordering::Relaxed);
             inflight += 1;
             continue;
         }
@@ -480,14 +486,18 @@ async fn socket_task(
                 Some(Ok(_)) => {}
             },
             _ = tokio::time::sleep_until(next_send), if sending && rate > 0.0 => {
+                if shared.stop_sending.load(Ordering::SeqCst) {
+                    continue;
+                }
                 // Open loop: the timestamp is the planned time, so a late send counts.
                 let planned = next_send.into_std().saturating_duration_since(epoch());
                 let msg = message_text(plan.conversation, planned.as_micros() as u64, &mut seq, &pad);
+                shared.sent.fetch_add(1, Ordering::SeqCst);
                 if sink.send(ws::Message::Text(msg.into())).await.is_err() {
+                    shared.sent.fetch_sub(1, Ordering::SeqCst);
                     res.closed = true;
                 } else {
                     res.sent += 1;
-                    shared.sent.fetch_add(1, Ordering::Relaxed);
                 }
                 next_send += period;
             }
@@ -535,7 +545,7 @@ fn on_text(
         }
         ("message_ack", Some(m)) => {
             *inflight = inflight.saturating_sub(1);
-            shared.answered.fetch_add(1, Ordering::Relaxed);
+            shared.answered.fetch_add(1, Ordering::SeqCst);
             if res.own.insert(m.id) {
                 res.acked += 1;
                 shared.expected.fetch_add(others, Ordering::Relaxed);
