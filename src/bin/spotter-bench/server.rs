@@ -1,0 +1,290 @@
+//! The servers under test: spawning Spotter or the reference server with a temporary data
+//! dir and SQLite database, or pointing at running ones; reading their CPU time and memory
+//! from /proc.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The JWT secret given to spawned servers (>= 32 bytes).
+pub const BENCH_JWT_SECRET: &str = "spotter-bench-secret-0123456789abcdef0123456789";
+/// The admin password given to spawned servers.
+pub const BENCH_ADMIN_PASSWORD: &str = "bench-admin-password";
+/// How long a spawned server may take to answer `/healthz`.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a spawned server gets to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Which implementation a target runs (for labels and the ratio).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    Spotter,
+    Reference,
+}
+
+impl Flavor {
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavor::Spotter => "spotter",
+            Flavor::Reference => "reference",
+        }
+    }
+}
+
+/// One or more instances serving the same gym.
+pub struct Target {
+    pub flavor: Flavor,
+    /// Base URLs (`http://127.0.0.1:8080`); sockets are spread over them round-robin.
+    pub urls: Vec<String>,
+    /// Server processes whose CPU and memory are measured (may be empty).
+    pub pids: Vec<u32>,
+    pub admin_password: String,
+    spawned: Option<Spawned>,
+}
+
+struct Spawned {
+    child: Child,
+    dir: PathBuf,
+}
+
+/// Extra environment for spawned Spotter servers (`--server-env K=V`).
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    pub env: Vec<(String, String)>,
+    pub rust_log: String,
+}
+
+impl Target {
+    pub fn existing(
+        flavor: Flavor,
+        urls: Vec<String>,
+        pids: Vec<u32>,
+        admin_password: String,
+    ) -> Target {
+        Target {
+            flavor,
+            urls: urls
+                .into_iter()
+                .map(|u| u.trim_end_matches('/').to_string())
+                .collect(),
+            pids,
+            admin_password,
+            spawned: None,
+        }
+    }
+
+    /// Starts `binary` on a free port with a fresh data dir and SQLite database.
+    pub fn spawn(flavor: Flavor, binary: &Path, opts: &SpawnOptions) -> Result<Target, String> {
+        let port = free_port()?;
+        let dir = std::env::temp_dir().join(format!(
+            "spotter-bench-{}-{}-{}",
+            flavor.name(),
+            std::process::id(),
+            port
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let log = std::fs::File::create(dir.join("server.log"))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(binary);
+        cmd.arg("serve")
+            .env("SPOTTER_BIND", format!("127.0.0.1:{port}"))
+            .env(
+                "SPOTTER_DATABASE_URL",
+                format!("sqlite://{}", dir.join("spotter.db").display()),
+            )
+            .env("SPOTTER_DATA_DIR", dir.join("data"))
+            .env("SPOTTER_ADMIN_PASSWORD", BENCH_ADMIN_PASSWORD)
+            .env("SPOTTER_JWT_SECRET", BENCH_JWT_SECRET)
+            .env("SPOTTER_WS_RATE_PER_SEC", "100000")
+            .env("SPOTTER_WS_BURST", "100000")
+            .env("SPOTTER_ACCESS_TTL_SECS", "7200")
+            .env("RUST_LOG", &opts.rust_log)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let pid = child.id();
+        let mut target = Target {
+            flavor,
+            urls: vec![format!("http://127.0.0.1:{port}")],
+            pids: vec![pid],
+            admin_password: BENCH_ADMIN_PASSWORD.into(),
+            spawned: Some(Spawned { child, dir }),
+        };
+        target.wait_ready()?;
+        Ok(target)
+    }
+
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let addr = self.urls[0].trim_start_matches("http://").to_string();
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.spawned.as_mut() {
+                if let Ok(Some(status)) = s.child.try_wait() {
+                    return Err(format!(
+                        "the {} server exited during startup ({status}); its log:\n{}",
+                        self.flavor.name(),
+                        self.log_tail()
+                    ));
+                }
+            }
+            if http_ok(&addr, "/healthz") {
+                return Ok(());
+            }
+            if start.elapsed() > STARTUP_TIMEOUT {
+                return Err(format!(
+                    "the {} server did not answer /healthz within {STARTUP_TIMEOUT:?}; its log:\n{}",
+                    self.flavor.name(),
+                    self.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last lines of a spawned server's log (for error messages).
+    pub fn log_tail(&self) -> String {
+        let Some(s) = &self.spawned else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(s.dir.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    }
+
+    /// Whether a spawned server is still running.
+    pub fn alive(&mut self) -> bool {
+        match self.spawned.as_mut() {
+            Some(s) => matches!(s.child.try_wait(), Ok(None)),
+            None => true,
+        }
+    }
+
+    /// Total user+system CPU time of the server processes.
+    pub fn cpu(&self) -> Duration {
+        self.pids.iter().map(|p| proc_cpu(*p)).sum()
+    }
+
+    /// Total resident memory of the server processes, in bytes.
+    pub fn rss(&self) -> u64 {
+        self.pids.iter().map(|p| proc_rss(*p)).sum()
+    }
+
+    pub fn label(&self) -> String {
+        format!("{} ({})", self.flavor.name(), self.urls.join(", "))
+    }
+}
+
+impl Drop for Target {
+    fn drop(&mut self) {
+        let Some(s) = self.spawned.as_mut() else {
+            return;
+        };
+        // SIGTERM first so the server drains and exits cleanly, then kill if it lingers.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(s.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < STOP_TIMEOUT {
+            if let Ok(Some(_)) = s.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = s.child.kill();
+        let _ = s.child.wait();
+        let _ = std::fs::remove_dir_all(&s.dir);
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+/// A tiny blocking GET used only to wait for startup.
+fn http_ok(addr: &str, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 16];
+    matches!(s.read(&mut buf), Ok(n) if n >= 12 && &buf[9..12] == b"200")
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
+
+/// utime + stime of a process, from /proc/PID/stat (0 when unreadable).
+pub fn proc_cpu(pid: u32) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return Duration::ZERO;
+    };
+    // The command name may contain spaces: fields are counted after its closing ')'.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return Duration::ZERO;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After ')': field 3 (state) is index 0, so utime (14) is 11 and stime (15) is 12.
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|x| x.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    Duration::from_nanos(ticks * 1_000_000_000 / clock_ticks())
+}
+
+/// VmRSS of a process in bytes, from /proc/PID/status (0 when unreadable).
+pub fn proc_rss(pid: u32) -> u64 {
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+/// Raises this process's open-file soft limit to its hard limit; returns the new limit.
+pub fn raise_nofile() -> u64 {
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        let want = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+            want.rlim_cur
+        } else {
+            lim.rlim_cur
+        }
+    }
+}
