@@ -99,32 +99,35 @@ pub async fn login(
             "too many failed logins, try again later".into(),
         ));
     }
-    let st = state.clone();
     let name = username.clone();
-    let result = state
+    // The password is checked without holding a connection: argon2 takes tens of
+    // milliseconds, and SQLite has a single writer.
+    let row = state
         .db
-        .write(move |conn| {
-            let row = q::find_by_username(conn, &name)?;
-            let ok = match &row {
-                Some(r) => crate::auth::password::verify(&password, &r.password_hash),
-                None => {
-                    // Same work whether or not the user exists.
-                    crate::auth::password::verify(&password, crate::auth::password::dummy_hash());
-                    false
-                }
-            };
-            let row = match (ok, row) {
-                (true, Some(r)) => r,
-                _ => return Err(AppError::InvalidCredentials),
-            };
-            if AccountStatus::parse(&row.account_status) != Some(AccountStatus::Active) {
-                return Err(AppError::AccountInactive);
-            }
-            let family = uuid::Uuid::new_v4().simple().to_string();
-            let (access, refresh) = issue_pair(&st, conn, &row, &family)?;
-            Ok((row, access, refresh))
-        })
-        .await;
+        .read(move |conn| q::find_by_username(conn, &name))
+        .await?;
+    let ok = crate::auth::password::verify_async(
+        password,
+        row.as_ref().map(|r| r.password_hash.clone()),
+    )
+    .await?;
+    let result = match (ok, row) {
+        (true, Some(row))
+            if AccountStatus::parse(&row.account_status) == Some(AccountStatus::Active) =>
+        {
+            let st = state.clone();
+            state
+                .db
+                .write(move |conn| {
+                    let family = uuid::Uuid::new_v4().simple().to_string();
+                    let (access, refresh) = issue_pair(&st, conn, &row, &family)?;
+                    Ok((row, access, refresh))
+                })
+                .await
+        }
+        (true, Some(_)) => Err(AppError::AccountInactive),
+        _ => Err(AppError::InvalidCredentials),
+    };
     match result {
         Ok((row, access, refresh)) => {
             state.throttle.record_success(&username);

@@ -193,10 +193,8 @@ fn parse_status(s: &str) -> AppResult<AccountStatus> {
     })
 }
 
-/// Validates and hashes a new user (CPU-heavy: call on a blocking thread).
-pub fn prepare_new_user(req: &CreateUser) -> AppResult<NewUser> {
-    validate_username(&req.username)?;
-    validate_password(&req.password)?;
+/// Validates a new user and builds its row around `password_hash`.
+fn new_user(req: &CreateUser, password_hash: String) -> AppResult<NewUser> {
     let role = parse_role(&req.role)?;
     let display_name = match &req.display_name {
         Some(d) => validate_display_name(d)?,
@@ -206,7 +204,7 @@ pub fn prepare_new_user(req: &CreateUser) -> AppResult<NewUser> {
     Ok(NewUser {
         username: req.username.clone(),
         display_name,
-        password_hash: crate::auth::password::hash(&req.password)?,
+        password_hash,
         role: role.as_str().to_string(),
         account_status: AccountStatus::Active.as_str().to_string(),
         created_at: now,
@@ -214,15 +212,52 @@ pub fn prepare_new_user(req: &CreateUser) -> AppResult<NewUser> {
     })
 }
 
-/// Creates a user; 409 when the username is taken.
+fn validate_new(req: &CreateUser) -> AppResult<()> {
+    validate_username(&req.username)?;
+    validate_password(&req.password)?;
+    parse_role(&req.role)?;
+    Ok(())
+}
+
+/// Validates and hashes a new user (synchronously: the CLI and the first start).
+pub fn prepare_new_user(req: &CreateUser) -> AppResult<NewUser> {
+    validate_new(req)?;
+    new_user(req, crate::auth::password::hash(&req.password)?)
+}
+
+/// Validates a new user, then hashes the password on a hasher thread (the API).
+pub async fn prepare_new_user_async(req: &CreateUser) -> AppResult<NewUser> {
+    validate_new(req)?;
+    let hash = crate::auth::password::hash_async(req.password.clone()).await?;
+    new_user(req, hash)
+}
+
+/// A unique violation on insert means the username is taken.
+pub fn name_taken(e: AppError, username: &str) -> AppError {
+    match e {
+        AppError::Conflict(_) => AppError::Conflict(format!("username {username:?} is taken")),
+        other => other,
+    }
+}
+
+/// Creates a user; 409 when the username is taken (CLI and first start).
 pub fn create_user(conn: &mut Conn, req: &CreateUser) -> AppResult<UserRow> {
     let new = prepare_new_user(req)?;
-    crate::db::users::insert(conn, &new).map_err(|e| match e {
-        AppError::Conflict(_) => {
-            AppError::Conflict(format!("username {:?} is taken", req.username))
-        }
-        other => other,
-    })
+    crate::db::users::insert(conn, &new).map_err(|e| name_taken(e, &req.username))
+}
+
+/// [`prepare_update`] with the hashing on a hasher thread.
+pub async fn prepare_update_async(patch: PatchUser) -> AppResult<UserUpdate> {
+    let password = patch.password.clone();
+    let mut upd = prepare_update(&PatchUser {
+        password: None,
+        ..patch
+    })?;
+    if let Some(p) = password {
+        validate_password(&p)?;
+        upd.password_hash = Some(crate::auth::password::hash_async(p).await?);
+    }
+    Ok(upd)
 }
 
 /// Validates a patch into an update (hashing a new password).

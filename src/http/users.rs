@@ -148,7 +148,13 @@ async fn create_user(
 ) -> AppResult<HttpResponse> {
     user.require_admin()?;
     let req = body.into_inner();
-    let row = state.db.write(move |c| users::create_user(c, &req)).await?;
+    let new = users::prepare_new_user_async(&req).await?;
+    let username = req.username.clone();
+    let row = state
+        .db
+        .write(move |c| crate::db::users::insert(c, &new))
+        .await
+        .map_err(|e| users::name_taken(e, &username))?;
     state.directory.upsert(&row);
     log::info!(
         "user {} ({}, {}) created by {}",
@@ -169,7 +175,7 @@ async fn patch_user(
     user.require_admin()?;
     let id = UserId(id.into_inner());
     let patch = body.into_inner();
-    let upd = web::block(move || users::prepare_update(&patch)).await??;
+    let upd = users::prepare_update_async(patch).await?;
     let row = state
         .db
         .write(move |c| crate::db::users::update(c, id, &upd))
