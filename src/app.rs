@@ -128,6 +128,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
         .collect();
     presence.do_send(Restore(stored));
 
+    let db_for_chat = db.clone();
     let state = AppState {
         throttle: Arc::new(LoginThrottle::new(
             config.login_max_failures,
@@ -142,7 +143,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
         hub,
         presence,
         broker,
-        chat: Default::default(),
+        chat: Arc::new(crate::domain::chat::ChatState::with_writer(&db_for_chat)),
         stats: Default::default(),
     };
     crate::domain::checkins::init(&state).await?;

@@ -141,8 +141,12 @@ pub fn find_by_client_id(
 /// Stores a message with the conversation's next `seq` and moves the sender's read marker
 /// to it. A message with the same (conversation, sender, client_msg_id) already stored is
 /// returned instead, with `false`.
-pub fn insert_message(conn: &mut Conn, new: &NewMessage) -> AppResult<(MessageRow, bool)> {
-    let stored = crate::transaction!(conn, c => {
+/// The statements that store one message (idempotent by `client_msg_id`) inside an open
+/// transaction: one body for both backends and for the grouped SQLite writer.
+macro_rules! insert_statements {
+    ($c:ident, $new:expr) => {{
+        let new: &NewMessage = $new;
+        let c = &mut *$c;
         let existing = messages::table
             .filter(messages::conversation_id.eq(new.conversation_id))
             .filter(messages::sender_id.eq(new.sender_id))
@@ -181,7 +185,35 @@ pub fn insert_message(conn: &mut Conn, new: &NewMessage) -> AppResult<(MessageRo
         .set(conversation_members::last_read_seq.eq(seq))
         .execute(c)?;
         Ok((row, true))
-    });
+    }};
+}
+
+/// Stores a batch of messages of different conversations in ONE SQLite transaction (group
+/// commit), each in its own savepoint so that a failing one is rolled back alone. Answers
+/// one result per message; `Err` as a whole when the transaction itself failed (then none
+/// of them is stored).
+pub fn insert_batch_sqlite(
+    conn: &mut diesel::SqliteConnection,
+    batch: &[NewMessage],
+) -> AppResult<Vec<AppResult<(MessageRow, bool)>>> {
+    use diesel::connection::SimpleConnection;
+    conn.immediate_transaction::<_, AppError, _>(|c| {
+        let mut results = Vec::with_capacity(batch.len());
+        for new in batch {
+            c.batch_execute("SAVEPOINT message")?;
+            let one: AppResult<(MessageRow, bool)> = (|| insert_statements!(c, new))();
+            match &one {
+                Ok(_) => c.batch_execute("RELEASE message")?,
+                Err(_) => c.batch_execute("ROLLBACK TO message; RELEASE message")?,
+            }
+            results.push(one);
+        }
+        Ok(results)
+    })
+}
+
+pub fn insert_message(conn: &mut Conn, new: &NewMessage) -> AppResult<(MessageRow, bool)> {
+    let stored = crate::transaction!(conn, c => insert_statements!(c, new));
     match stored {
         // The same client_msg_id committed by a concurrent transaction (another instance)
         // between our check and our insert: answer with that one.

@@ -8,6 +8,7 @@ pub mod attendance;
 pub mod chat;
 pub mod checkins;
 pub mod files;
+pub mod group_commit;
 pub mod ids;
 pub mod schema;
 pub mod trainers;

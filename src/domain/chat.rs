@@ -62,6 +62,8 @@ struct TypingEntry {
 /// Chat's in-memory state: per-conversation ordering locks, the participants of known
 /// conversations (they never change), and typing throttles. Every map is bounded.
 pub struct ChatState {
+    /// Group commit on SQLite (`None` on PostgreSQL, or until `with_writer`).
+    writer: Option<std::sync::Arc<crate::db::group_commit::MessageWriter>>,
     locks: Vec<tokio::sync::Mutex<()>>,
     pairs: Mutex<HashMap<ConversationId, (UserId, UserId)>>,
     typing: Mutex<HashMap<(UserId, ConversationId), TypingEntry>>,
@@ -70,6 +72,7 @@ pub struct ChatState {
 impl Default for ChatState {
     fn default() -> Self {
         ChatState {
+            writer: None,
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -80,6 +83,15 @@ impl Default for ChatState {
 }
 
 impl ChatState {
+    /// Chat state whose messages are stored by the group-commit writer when the database
+    /// is SQLite.
+    pub fn with_writer(db: &crate::db::Db) -> ChatState {
+        ChatState {
+            writer: crate::db::group_commit::MessageWriter::start(db),
+            ..ChatState::default()
+        }
+    }
+
     /// The ordering lock of a conversation (shared with the other conversations of its
     /// stripe).
     fn lock_for(&self, id: ConversationId) -> &tokio::sync::Mutex<()> {
@@ -360,16 +372,35 @@ pub async fn send_message(
     // Held until the broadcast is with the hub: the next message of this conversation is
     // stored, and so published, after this one.
     let _ordered = state.chat.lock_for(conversation).lock().await;
-    let (message, created) = state
-        .db
-        .write(move |c| {
+    let (message, created) = match &state.chat.writer {
+        Some(writer) => {
             if let Some(file) = new.attachment_id {
-                check_attachment(c, sender, file)?;
+                state
+                    .db
+                    .read(move |c| check_attachment(c, sender, file))
+                    .await?;
             }
-            let (row, created) = crate::db::chat::insert_message(c, &new)?;
-            Ok((render_one(c, row)?, created))
-        })
-        .await?;
+            let (row, created) = writer.insert(new).await?;
+            let message = if row.attachment_id.is_some() {
+                state.db.read(move |c| render_one(c, row)).await?
+            } else {
+                to_message(row, &HashMap::new())
+            };
+            (message, created)
+        }
+        None => {
+            state
+                .db
+                .write(move |c| {
+                    if let Some(file) = new.attachment_id {
+                        check_attachment(c, sender, file)?;
+                    }
+                    let (row, created) = crate::db::chat::insert_message(c, &new)?;
+                    Ok((render_one(c, row)?, created))
+                })
+                .await?
+        }
+    };
     if created {
         state.metrics.chat_messages.inc();
         log::debug!(
