@@ -74,7 +74,7 @@ pub struct Started {
 pub async fn start(config: Config) -> AppResult<Started> {
     let config = Arc::new(config);
     let cfg = config.clone();
-    let (db, rows, revoked) = web::block(move || -> AppResult<_> {
+    let (db, rows, revoked, secret) = web::block(move || -> AppResult<_> {
         let db = open_db(&cfg)?;
         bootstrap_admin(&db, &cfg)?;
         let stale = crate::domain::files::remove_stale_temp_files(&cfg.data_dir);
@@ -85,14 +85,14 @@ pub async fn start(config: Config) -> AppResult<Started> {
         let rows = crate::db::users::list(&mut conn)?;
         let revoked =
             crate::db::users::load_revoked(&mut conn, crate::time::to_db(crate::time::now()))?;
-        Ok((db, rows, revoked))
+        let secret =
+            load_or_create_secret(cfg.jwt_secret.as_deref(), &cfg.data_dir).map_err(|e| {
+                AppError::Unavailable(format!("SPOTTER_DATA_DIR: cannot keep the JWT secret: {e}"))
+            })?;
+        Ok((db, rows, revoked, secret))
     })
     .await??;
 
-    let secret =
-        load_or_create_secret(config.jwt_secret.as_deref(), &config.data_dir).map_err(|e| {
-            AppError::Unavailable(format!("SPOTTER_DATA_DIR: cannot keep the JWT secret: {e}"))
-        })?;
     if let Some(url) = &config.redis_url {
         return Err(AppError::Unavailable(format!(
             "SPOTTER_REDIS_URL is set ({url}) but this build serves a single instance only: unset it"

@@ -86,14 +86,8 @@ fn run(db: Db, mut rx: mpsc::Receiver<(NewMessage, Reply)>) {
                     "chat writer: a batch of {} messages failed: {e}",
                     replies.len()
                 );
-                let code = e.code();
-                let message = e.to_string();
                 for reply in replies {
-                    let again = match code {
-                        "unavailable" => AppError::Unavailable(message.clone()),
-                        _ => AppError::internal(message.clone()),
-                    };
-                    let _ = reply.send(Err(again));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

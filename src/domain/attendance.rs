@@ -12,7 +12,7 @@ use crate::domain::checkins::{clean_key, clean_text, run_to_completion};
 use crate::domain::directory::Directory;
 use crate::domain::users::Role;
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::{Deliver, FrameKind, Outbound};
+use crate::realtime::hub::{Deliver, FrameKind};
 use crate::realtime::protocol::ServerFrame;
 use crate::realtime::rooms::RoomKey;
 use crate::state::AppState;
@@ -117,18 +117,8 @@ fn parse_timestamp(value: Option<&str>) -> AppResult<DateTime<Utc>> {
 
 /// Sends a frame to a room, serialized once.
 async fn publish(state: &AppState, room: RoomKey, frame: &ServerFrame) {
-    state
-        .broker
-        .publish(BrokerEvent::Deliver(Deliver {
-            room,
-            frame: Outbound {
-                text: frame.encode(None),
-                kind: FrameKind::Event,
-            },
-            except_session: None,
-            except_user: None,
-        }))
-        .await;
+    let deliver = Deliver::to_room(room, frame, FrameKind::Event);
+    state.broker.publish(BrokerEvent::Deliver(deliver)).await;
 }
 
 /// What a record's write did.

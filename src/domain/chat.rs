@@ -21,7 +21,7 @@ use crate::db::files::FileRow;
 use crate::db::{Conn, ConversationId, FileId, MessageId, UserId};
 use crate::domain::users::{Role, UserView};
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::{Deliver, FrameKind, Join, Outbound, SessionId};
+use crate::realtime::hub::{Deliver, FrameKind, Join, SessionId};
 use crate::realtime::presence::Snapshot;
 use crate::realtime::protocol::ServerFrame;
 use crate::realtime::rooms::RoomKey;
@@ -262,13 +262,9 @@ async fn publish(
     except_user: Option<UserId>,
 ) {
     let deliver = Deliver {
-        room,
-        frame: Outbound {
-            text: frame.encode(None),
-            kind,
-        },
         except_session,
         except_user,
+        ..Deliver::to_room(room, &frame, kind)
     };
     state.broker.publish(BrokerEvent::Deliver(deliver)).await;
 }

@@ -32,7 +32,7 @@ use crate::db::{CheckinId, UserId};
 use crate::domain::directory::{DirEntry, Directory};
 use crate::domain::users::Role;
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::{Deliver, FrameKind, Outbound};
+use crate::realtime::hub::{Deliver, FrameKind};
 use crate::realtime::protocol::ServerFrame;
 use crate::realtime::rooms::RoomKey;
 use crate::state::AppState;
@@ -87,12 +87,6 @@ pub struct Stats {
     #[serde(with = "crate::time::rfc3339")]
     pub computed_at: DateTime<Utc>,
     pub version: i64,
-}
-
-impl Stats {
-    pub fn empty() -> Stats {
-        Counters::new(crate::time::now().date_naive()).stats(crate::time::now(), 0)
-    }
 }
 
 /// The numbers behind [`Stats`], without their bookkeeping (`version`, `computed_at`):
@@ -320,18 +314,8 @@ impl StatsTracker {
 
 /// Sends a frame to the check-in room, serialized once.
 async fn publish(state: &AppState, frame: &ServerFrame, kind: FrameKind) {
-    state
-        .broker
-        .publish(BrokerEvent::Deliver(Deliver {
-            room: RoomKey::Checkins,
-            frame: Outbound {
-                text: frame.encode(None),
-                kind,
-            },
-            except_session: None,
-            except_user: None,
-        }))
-        .await;
+    let deliver = Deliver::to_room(RoomKey::Checkins, frame, kind);
+    state.broker.publish(BrokerEvent::Deliver(deliver)).await;
 }
 
 /// A check-in request (socket `check_in` or `POST /api/checkins`).

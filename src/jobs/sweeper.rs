@@ -64,16 +64,3 @@ impl Actor for Sweeper {
         ctx.run_interval(self.state.config.sweep_interval, |act, ctx| act.run(ctx));
     }
 }
-
-/// Runs a sweep now (tests, shutdown).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct RunNow;
-
-impl Handler<RunNow> for Sweeper {
-    type Result = ();
-
-    fn handle(&mut self, _: RunNow, ctx: &mut Context<Self>) {
-        self.run(ctx);
-    }
-}

@@ -105,6 +105,25 @@ pub struct Deliver {
     pub except_user: Option<UserId>,
 }
 
+impl Deliver {
+    /// A frame for everyone in `room`, serialized here once for all recipients.
+    pub fn to_room(
+        room: RoomKey,
+        frame: &crate::realtime::protocol::ServerFrame,
+        kind: FrameKind,
+    ) -> Deliver {
+        Deliver {
+            room,
+            frame: Outbound {
+                text: frame.encode(None),
+                kind,
+            },
+            except_session: None,
+            except_user: None,
+        }
+    }
+}
+
 /// Close every socket of a user (account made non-active: 4003).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

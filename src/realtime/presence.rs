@@ -16,7 +16,7 @@ use crate::db::users::PresenceWrite;
 use crate::db::{Db, UserId};
 use crate::domain::directory::Directory;
 use crate::metrics::Metrics;
-use crate::realtime::hub::{Deliver, FrameKind, Outbound, SocketPresence};
+use crate::realtime::hub::{Deliver, FrameKind, SocketPresence};
 use crate::realtime::protocol::ServerFrame;
 use crate::realtime::rooms::RoomKey;
 
@@ -181,15 +181,11 @@ impl PresenceServer {
             last_seen: Some(at),
             reason: reason.as_str(),
         };
-        let event = BrokerEvent::Deliver(Deliver {
-            room: RoomKey::Presence,
-            frame: Outbound {
-                text: frame.encode(None),
-                kind: FrameKind::Event,
-            },
-            except_session: None,
-            except_user: None,
-        });
+        let event = BrokerEvent::Deliver(Deliver::to_room(
+            RoomKey::Presence,
+            &frame,
+            FrameKind::Event,
+        ));
         ctx.spawn(self.broker.publish(event).into_actor(self));
         if self.transitions.len() > WRITE_BEHIND_SOFT_LIMIT {
             self.flush(ctx);
