@@ -143,10 +143,11 @@ pub async fn start(config: Config) -> AppResult<Started> {
         hub,
         presence,
         broker,
-        chat: Arc::new(crate::domain::chat::ChatState::with_writer(&db_for_chat)),
+        chat: Arc::new(crate::domain::chat::ChatState::new(&db_for_chat)),
         stats: Default::default(),
     };
     crate::domain::checkins::init(&state).await?;
+    crate::domain::chat::start_publisher(&state);
     let sweeper = Sweeper::new(state.clone()).start();
     Ok(Started { state, sweeper })
 }

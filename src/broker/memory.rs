@@ -1,6 +1,8 @@
 //! The in-process broker: one instance, events go straight to its hub.
 
-use actix::Addr;
+use actix::dev::ToEnvelope;
+use actix::prelude::SendError;
+use actix::{Addr, Handler, Message};
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
@@ -18,19 +20,38 @@ impl MemoryBroker {
     }
 }
 
+/// Queues `m` in the hub's mailbox at once, so that events keep the order in which they
+/// were published; only when the mailbox is full does the returned future wait for room.
+fn enqueue<M>(hub: &Addr<Hub>, m: M) -> BoxFuture<'static, ()>
+where
+    M: Message<Result = ()> + Send + 'static,
+    Hub: Handler<M>,
+    <Hub as actix::Actor>::Context: ToEnvelope<Hub, M>,
+{
+    match hub.try_send(m) {
+        Ok(()) => futures_util::future::ready(()).boxed(),
+        Err(SendError::Full(m)) => {
+            let request = hub.send(m);
+            async move {
+                if let Err(e) = request.await {
+                    log::error!("hub is gone, event dropped: {e}");
+                }
+            }
+            .boxed()
+        }
+        Err(SendError::Closed(_)) => {
+            log::error!("hub is gone, event dropped");
+            futures_util::future::ready(()).boxed()
+        }
+    }
+}
+
 impl Broker for MemoryBroker {
     fn publish(&self, event: BrokerEvent) -> BoxFuture<'static, ()> {
-        let hub = self.hub.clone();
-        async move {
-            let sent = match event {
-                BrokerEvent::Deliver(m) => hub.send(m).await,
-                BrokerEvent::CloseUser(m) => hub.send(m).await,
-                BrokerEvent::CloseTokens(m) => hub.send(m).await,
-            };
-            if let Err(e) = sent {
-                log::error!("hub is gone, event dropped: {e}");
-            }
+        match event {
+            BrokerEvent::Deliver(m) => enqueue(&self.hub, m),
+            BrokerEvent::CloseUser(m) => enqueue(&self.hub, m),
+            BrokerEvent::CloseTokens(m) => enqueue(&self.hub, m),
         }
-        .boxed()
     }
 }

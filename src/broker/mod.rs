@@ -19,6 +19,7 @@ pub enum BrokerEvent {
 
 /// Publishes events to every instance (this one included).
 pub trait Broker: Send + Sync {
-    /// Resolves once the event is accepted; waits while the hub's bounded queue is full.
+    /// Queues the event in publishing order; the future resolves once it is accepted and
+    /// waits only while the bounded queue is full.
     fn publish(&self, event: BrokerEvent) -> BoxFuture<'static, ()>;
 }

@@ -188,28 +188,97 @@ macro_rules! insert_statements {
     }};
 }
 
-/// Stores a batch of messages of different conversations in ONE SQLite transaction (group
-/// commit), each in its own savepoint so that a failing one is rolled back alone. Answers
-/// one result per message; `Err` as a whole when the transaction itself failed (then none
-/// of them is stored).
+/// Stores a batch of messages in ONE SQLite transaction (group commit), in the given order
+/// (several of one conversation get consecutive `seq`s). Answers one result per message;
+/// `Err` as a whole when the transaction failed (then none of them is stored).
+///
+/// Per message it runs only statements that diesel keeps prepared (a lookup of the
+/// `client_msg_id`, the INSERT); diesel never caches an UPDATE, so `last_seq`,
+/// `last_message_at` and the senders' read markers are written once per conversation at
+/// the end. If any statement fails, the whole batch is rolled back and each message is
+/// stored in a transaction of its own, so that a failing one fails alone.
 pub fn insert_batch_sqlite(
     conn: &mut diesel::SqliteConnection,
-    batch: &[NewMessage],
+    batch: &[&NewMessage],
 ) -> AppResult<Vec<AppResult<(MessageRow, bool)>>> {
-    use diesel::connection::SimpleConnection;
-    conn.immediate_transaction::<_, AppError, _>(|c| {
-        let mut results = Vec::with_capacity(batch.len());
-        for new in batch {
-            c.batch_execute("SAVEPOINT message")?;
-            let one: AppResult<(MessageRow, bool)> = (|| insert_statements!(c, new))();
-            match &one {
-                Ok(_) => c.batch_execute("RELEASE message")?,
-                Err(_) => c.batch_execute("ROLLBACK TO message; RELEASE message")?,
-            }
-            results.push(one);
+    match conn.immediate_transaction::<_, AppError, _>(|c| insert_grouped(c, batch)) {
+        Ok(results) => Ok(results),
+        Err(e) if batch.len() > 1 => {
+            log::debug!("group commit failed ({e}): storing the batch one by one");
+            Ok(batch
+                .iter()
+                .map(|new| conn.immediate_transaction(|c| insert_statements!(c, *new)))
+                .collect())
         }
-        Ok(results)
-    })
+        Err(e) => Ok(vec![Err(e)]),
+    }
+}
+
+/// The body of [`insert_batch_sqlite`]'s transaction.
+fn insert_grouped(
+    c: &mut diesel::SqliteConnection,
+    batch: &[&NewMessage],
+) -> AppResult<Vec<AppResult<(MessageRow, bool)>>> {
+    // Per conversation: the last seq given and the newest message's time.
+    let mut tails: HashMap<ConversationId, (i64, NaiveDateTime)> = HashMap::new();
+    // Per (conversation, sender): the seq their read marker moves to.
+    let mut marks: HashMap<(ConversationId, UserId), i64> = HashMap::new();
+    let mut results = Vec::with_capacity(batch.len());
+    for new in batch {
+        let existing = messages::table
+            .filter(messages::conversation_id.eq(new.conversation_id))
+            .filter(messages::sender_id.eq(new.sender_id))
+            .filter(messages::client_msg_id.eq(&new.client_msg_id))
+            .select(MessageRow::as_select())
+            .first(c)
+            .optional()?;
+        if let Some(row) = existing {
+            results.push(Ok((row, false)));
+            continue;
+        }
+        let last = match tails.get(&new.conversation_id) {
+            Some((seq, _)) => *seq,
+            None => conversations::table
+                .find(new.conversation_id)
+                .select(conversations::last_seq)
+                .first::<i64>(c)?,
+        };
+        let seq = last + 1;
+        let row = diesel::insert_into(messages::table)
+            .values((
+                messages::conversation_id.eq(new.conversation_id),
+                messages::seq.eq(seq),
+                messages::sender_id.eq(new.sender_id),
+                messages::content.eq(&new.content),
+                messages::attachment_id.eq(new.attachment_id),
+                messages::client_msg_id.eq(&new.client_msg_id),
+                messages::created_at.eq(new.created_at),
+            ))
+            .returning(MessageRow::as_returning())
+            .get_result(c)?;
+        tails.insert(new.conversation_id, (seq, new.created_at));
+        marks.insert((new.conversation_id, new.sender_id), seq);
+        results.push(Ok((row, true)));
+    }
+    for (id, (seq, at)) in tails {
+        diesel::update(conversations::table.find(id))
+            .set((
+                conversations::last_seq.eq(seq),
+                conversations::last_message_at.eq(Some(at)),
+            ))
+            .execute(c)?;
+    }
+    for ((conversation, sender), seq) in marks {
+        diesel::update(
+            conversation_members::table
+                .filter(conversation_members::conversation_id.eq(conversation))
+                .filter(conversation_members::user_id.eq(sender))
+                .filter(conversation_members::last_read_seq.lt(seq)),
+        )
+        .set(conversation_members::last_read_seq.eq(seq))
+        .execute(c)?;
+    }
+    Ok(results)
 }
 
 pub fn insert_message(conn: &mut Conn, new: &NewMessage) -> AppResult<(MessageRow, bool)> {
@@ -384,4 +453,96 @@ pub fn summaries(conn: &mut Conn, user: UserId) -> AppResult<Vec<Summary>> {
             .then(b.conversation.id.cmp(&a.conversation.id))
     });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DatabaseUrl;
+    use crate::db::users::{self, NewUser};
+    use crate::db::Db;
+
+    fn user(conn: &mut Conn, name: &str, role: &str) -> UserId {
+        let now = crate::time::to_db(crate::time::now());
+        users::insert(
+            conn,
+            &NewUser {
+                username: name.into(),
+                display_name: name.into(),
+                password_hash: "x".into(),
+                role: role.into(),
+                account_status: "active".into(),
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .unwrap()
+        .id
+    }
+
+    fn message(conversation: ConversationId, sender: UserId, id: &str) -> NewMessage {
+        NewMessage {
+            conversation_id: conversation,
+            sender_id: sender,
+            content: format!("text {id}"),
+            attachment_id: None,
+            client_msg_id: id.into(),
+            created_at: crate::time::to_db(crate::time::now()),
+        }
+    }
+
+    /// One commit: consecutive seqs per conversation in queue order, a repeat inside the
+    /// batch finds the original, and a failing message (an unknown conversation) fails
+    /// alone while the others are stored.
+    #[test]
+    fn group_commit_orders_dedupes_and_isolates_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = DatabaseUrl::Sqlite(dir.path().join("t.db").display().to_string());
+        let db = Db::connect(&url, 2).unwrap();
+        db.migrate().unwrap();
+        let mut conn = db.write_conn().unwrap();
+        let (t, m) = (
+            user(&mut conn, "t", "trainer"),
+            user(&mut conn, "m", "member"),
+        );
+        let now = crate::time::to_db(crate::time::now());
+        let (a, _) = get_or_create(&mut conn, t, m, now).unwrap();
+        let Conn::Sqlite(c) = &mut conn else {
+            unreachable!()
+        };
+
+        let good = [
+            message(a.id, t, "1"),
+            message(a.id, m, "2"),
+            message(a.id, t, "1"),
+            message(a.id, t, "3"),
+        ];
+        let refs: Vec<&NewMessage> = good.iter().collect();
+        let results = insert_batch_sqlite(c, &refs).unwrap();
+        let got: Vec<(i64, bool)> = results
+            .iter()
+            .map(|r| r.as_ref().map(|(row, new)| (row.seq, *new)).unwrap())
+            .collect();
+        assert_eq!(got, vec![(1, true), (2, true), (1, false), (3, true)]);
+
+        let mixed = [
+            message(a.id, m, "4"),
+            message(ConversationId(9_999), t, "x"),
+            message(a.id, t, "5"),
+        ];
+        let refs: Vec<&NewMessage> = mixed.iter().collect();
+        let results = insert_batch_sqlite(c, &refs).unwrap();
+        assert_eq!(results[0].as_ref().unwrap().0.seq, 4);
+        assert!(results[1].is_err(), "{:?}", results[1]);
+        assert_eq!(results[2].as_ref().unwrap().0.seq, 5);
+
+        let stored = find_conversation(&mut conn, a.id).unwrap().unwrap();
+        assert_eq!(stored.last_seq, 5);
+        let seqs: Vec<i64> = range(&mut conn, a.id, 0, 5)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect();
+        assert_eq!(seqs, vec![1, 2, 3, 4, 5]);
+    }
 }

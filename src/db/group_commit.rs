@@ -1,9 +1,13 @@
 //! Group commit for chat messages on SQLite. SQLite has one writer, so a transaction per
 //! message makes every conversation wait for every other one's BEGIN, statements and
-//! COMMIT. This writer thread drains the messages that are waiting (of different
-//! conversations: the per-conversation ordering lock keeps two of one conversation out of
-//! the same batch) into one transaction, and answers each message only after the COMMIT:
-//! an ack still means "stored".
+//! COMMIT. This writer thread drains the messages that are waiting into one transaction
+//! (one savepoint each, so a failing message is rolled back alone) and answers each only
+//! after the COMMIT: an ack still means "stored".
+//!
+//! It is also what orders a conversation's messages: they are stored in the order they
+//! were queued (several of one conversation may share a transaction, with consecutive
+//! `seq`s), and the `after_commit` hook sees every commit's new messages in that order, on
+//! this one thread, before anyone is answered. The chat domain publishes them from there.
 
 use std::sync::Arc;
 
@@ -18,17 +22,42 @@ const QUEUE: usize = 4096;
 /// Most messages in one transaction.
 const MAX_BATCH: usize = 256;
 
-type Reply = oneshot::Sender<AppResult<(MessageRow, bool)>>;
+/// A stored message: the row, and whether it is new (false: a repeated `client_msg_id`
+/// found the original).
+pub type Stored = AppResult<(MessageRow, bool)>;
 
-/// Handle to the writer thread.
-pub struct MessageWriter {
-    tx: mpsc::Sender<(NewMessage, Reply)>,
+/// Called on the writer thread after each commit with the new messages and their tags, in
+/// `seq` order per conversation. Answers to the senders wait until it returns.
+pub type AfterCommit<T> = Box<dyn FnMut(Vec<(T, MessageRow)>) + Send>;
+
+struct Job<T> {
+    new: NewMessage,
+    tag: T,
+    reply: oneshot::Sender<Stored>,
 }
 
-impl MessageWriter {
+/// Handle to the writer thread. `T` is what the caller attaches to each message for the
+/// hook (who sent it, its attachment).
+pub struct MessageWriter<T> {
+    tx: mpsc::Sender<Job<T>>,
+}
+
+/// A queued message's answer, available once its transaction committed.
+#[derive(Debug)]
+pub struct Ticket(oneshot::Receiver<Stored>);
+
+impl Ticket {
+    pub async fn stored(self) -> Stored {
+        self.0
+            .await
+            .map_err(|_| AppError::internal("chat writer dropped a message"))?
+    }
+}
+
+impl<T: Send + 'static> MessageWriter<T> {
     /// Starts the writer for a SQLite database; `None` for PostgreSQL, whose concurrent
     /// writers need no grouping.
-    pub fn start(db: &Db) -> Option<Arc<MessageWriter>> {
+    pub fn start(db: &Db, after_commit: AfterCommit<T>) -> Option<Arc<MessageWriter<T>>> {
         if !matches!(db, Db::Sqlite { .. }) {
             return None;
         }
@@ -36,7 +65,7 @@ impl MessageWriter {
         let db = db.clone();
         match std::thread::Builder::new()
             .name("chat-writer".into())
-            .spawn(move || run(db, rx))
+            .spawn(move || run(db, rx, after_commit))
         {
             Ok(_) => Some(Arc::new(MessageWriter { tx })),
             Err(e) => {
@@ -48,46 +77,56 @@ impl MessageWriter {
         }
     }
 
-    /// Stores one message; resolves after its transaction committed.
-    pub async fn insert(&self, new: NewMessage) -> AppResult<(MessageRow, bool)> {
+    /// Queues one message behind every message queued before it; waits only while the
+    /// queue is full. The ticket answers after the message's transaction committed.
+    pub async fn queue(&self, new: NewMessage, tag: T) -> AppResult<Ticket> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((new, reply))
+            .send(Job { new, tag, reply })
             .await
             .map_err(|_| AppError::internal("chat writer stopped"))?;
-        answer
-            .await
-            .map_err(|_| AppError::internal("chat writer dropped a message"))?
+        Ok(Ticket(answer))
     }
 }
 
-fn run(db: Db, mut rx: mpsc::Receiver<(NewMessage, Reply)>) {
+fn run<T>(db: Db, mut rx: mpsc::Receiver<Job<T>>, mut after_commit: AfterCommit<T>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(item) => batch.push(item),
+                Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        let (messages, replies): (Vec<NewMessage>, Vec<Reply>) = batch.into_iter().unzip();
+        let messages: Vec<&NewMessage> = batch.iter().map(|j| &j.new).collect();
         let stored = db.write_conn().and_then(|mut conn| match &mut conn {
             Conn::Sqlite(c) => insert_batch_sqlite(c, &messages),
             Conn::Pg(_) => Err(AppError::internal("chat writer on PostgreSQL")),
         });
         match stored {
             Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
+                let mut fresh = Vec::new();
+                let mut replies = Vec::with_capacity(batch.len());
+                for (job, result) in batch.into_iter().zip(results) {
+                    if let Ok((row, true)) = &result {
+                        fresh.push((job.tag, row.clone()));
+                    }
+                    replies.push((job.reply, result));
+                }
+                if !fresh.is_empty() {
+                    after_commit(fresh);
+                }
+                for (reply, result) in replies {
                     let _ = reply.send(result);
                 }
             }
             Err(e) => {
                 log::warn!(
                     "chat writer: a batch of {} messages failed: {e}",
-                    replies.len()
+                    batch.len()
                 );
-                for reply in replies {
-                    let _ = reply.send(Err(e.clone()));
+                for job in batch {
+                    let _ = job.reply.send(Err(e.clone()));
                 }
             }
         }

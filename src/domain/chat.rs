@@ -2,9 +2,15 @@
 //! indicators, read markers, and the trainer's client list. One function per action,
 //! called by both the HTTP API and the socket, so both behave the same.
 //!
-//! Ordering: a message is stored (and gets its `seq`) and then published while its
-//! conversation's stripe lock is held, so the hub receives one conversation's messages in
-//! `seq` order; each session then drops repeats and keeps that order (`FrameKind::Chat`).
+//! Ordering: the hub receives one conversation's messages in `seq` order, and each
+//! session drops repeats and keeps that order (`FrameKind::Chat`).
+//! - SQLite: messages are queued to the group-commit writer (`db::group_commit`), which
+//!   stores them in queue order and hands each commit's new messages, in order, to the
+//!   publisher task, which broadcasts all of one conversation's as one batch. A socket
+//!   can therefore queue its next message before the previous one is stored
+//!   ([`submit_message`]), and a busy room's messages reach each socket several per write.
+//! - PostgreSQL: a message is stored and published while its conversation's stripe lock
+//!   is held.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -21,7 +27,7 @@ use crate::db::files::FileRow;
 use crate::db::{Conn, ConversationId, FileId, MessageId, UserId};
 use crate::domain::users::{Role, UserView};
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::{Deliver, FrameKind, Join, SessionId};
+use crate::realtime::hub::{Deliver, FrameKind, Join, Outbound, SessionId};
 use crate::realtime::presence::Snapshot;
 use crate::realtime::protocol::ServerFrame;
 use crate::realtime::rooms::RoomKey;
@@ -59,11 +65,29 @@ struct TypingEntry {
     timer: bool,
 }
 
-/// Chat's in-memory state: per-conversation ordering locks, the participants of known
-/// conversations (they never change), and typing throttles. Every map is bounded.
+/// What the chat writer carries with each message to its broadcast.
+pub struct Origin {
+    /// The sending socket, which gets an ack instead of `new_message`.
+    session: Option<SessionId>,
+    /// The attachment, checked before queuing (files never change).
+    attachment: Option<FileRow>,
+}
+
+/// One commit's new messages, in `seq` order per conversation.
+type Committed = Vec<(Origin, MessageRow)>;
+type Writer = crate::db::group_commit::MessageWriter<Origin>;
+
+/// Commits waiting for the publisher: the writer waits when it is full.
+const COMMITTED_QUEUE: usize = 256;
+
+/// Chat's in-memory state: the message writer (SQLite) or per-conversation ordering locks
+/// (PostgreSQL), the participants of known conversations (they never change), and typing
+/// throttles. Every map and queue is bounded.
 pub struct ChatState {
-    /// Group commit on SQLite (`None` on PostgreSQL, or until `with_writer`).
-    writer: Option<std::sync::Arc<crate::db::group_commit::MessageWriter>>,
+    /// Group commit on SQLite (`None` on PostgreSQL).
+    writer: Option<std::sync::Arc<Writer>>,
+    /// What the writer committed, until [`start_publisher`] takes it.
+    committed: Mutex<Option<tokio::sync::mpsc::Receiver<Committed>>>,
     locks: Vec<tokio::sync::Mutex<()>>,
     pairs: Mutex<HashMap<ConversationId, (UserId, UserId)>>,
     typing: Mutex<HashMap<(UserId, ConversationId), TypingEntry>>,
@@ -73,6 +97,7 @@ impl Default for ChatState {
     fn default() -> Self {
         ChatState {
             writer: None,
+            committed: Mutex::new(None),
             locks: (0..LOCK_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -83,17 +108,25 @@ impl Default for ChatState {
 }
 
 impl ChatState {
-    /// Chat state whose messages are stored by the group-commit writer when the database
-    /// is SQLite.
-    pub fn with_writer(db: &crate::db::Db) -> ChatState {
+    /// Chat state for `db`: on SQLite, messages are stored by the group-commit writer,
+    /// whose commits [`start_publisher`] broadcasts.
+    pub fn new(db: &crate::db::Db) -> ChatState {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Committed>(COMMITTED_QUEUE);
+        let hook: crate::db::group_commit::AfterCommit<Origin> = Box::new(move |batch| {
+            if tx.blocking_send(batch).is_err() {
+                log::error!("chat publisher is gone: stored messages are not broadcast");
+            }
+        });
+        let writer = crate::db::group_commit::MessageWriter::start(db, hook);
         ChatState {
-            writer: crate::db::group_commit::MessageWriter::start(db),
+            committed: Mutex::new(writer.is_some().then_some(rx)),
+            writer,
             ..ChatState::default()
         }
     }
 
     /// The ordering lock of a conversation (shared with the other conversations of its
-    /// stripe).
+    /// stripe), on PostgreSQL.
     fn lock_for(&self, id: ConversationId) -> &tokio::sync::Mutex<()> {
         // Fibonacci hashing spreads consecutive ids over the stripes.
         let h = (id.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
@@ -261,12 +294,90 @@ async fn publish(
     except_session: Option<SessionId>,
     except_user: Option<UserId>,
 ) {
+    let frame = Outbound {
+        skip: except_session,
+        ..Outbound::new(&frame, kind)
+    };
     let deliver = Deliver {
-        except_session,
         except_user,
-        ..Deliver::to_room(room, &frame, kind)
+        ..Deliver::batch(room, vec![frame])
     };
     state.broker.publish(BrokerEvent::Deliver(deliver)).await;
+}
+
+/// The `new_message` frame of a stored message, for everyone but its sending socket.
+fn new_message_frame(message: &Message, origin: Option<SessionId>) -> Outbound {
+    let kind = FrameKind::Chat {
+        conversation: message.conversation_id,
+        seq: message.seq,
+    };
+    let frame = ServerFrame::NewMessage {
+        message: message.clone(),
+    };
+    Outbound {
+        skip: origin,
+        ..Outbound::new(&frame, kind)
+    }
+}
+
+/// What follows a new message once it is broadcast: metrics, and the end of the sender's
+/// typing indicator.
+async fn after_broadcast(state: &AppState, message: &Message) {
+    state.metrics.chat_messages.inc();
+    log::debug!(
+        "message {} (seq {}) stored in conversation {} by {}",
+        message.id,
+        message.seq,
+        message.conversation_id,
+        message.sender_id
+    );
+    set_typing(state, message.sender_id, message.conversation_id, false).await;
+}
+
+/// Broadcasts what the chat writer commits, in commit order, for the life of the server:
+/// all of one commit's messages of a conversation go to its room as one batch.
+pub fn start_publisher(state: &AppState) {
+    let taken = state
+        .chat
+        .committed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take();
+    let Some(mut committed) = taken else {
+        return;
+    };
+    let state = state.clone();
+    actix_web::rt::spawn(async move {
+        while let Some(batch) = committed.recv().await {
+            publish_committed(&state, batch).await;
+        }
+    });
+}
+
+async fn publish_committed(state: &AppState, batch: Committed) {
+    let mut rooms: Vec<(ConversationId, Vec<Outbound>)> = Vec::new();
+    let mut messages = Vec::with_capacity(batch.len());
+    for (origin, row) in batch {
+        let files: HashMap<FileId, FileRow> =
+            origin.attachment.map(|f| (f.id, f)).into_iter().collect();
+        let message = to_message(row, &files);
+        let frame = new_message_frame(&message, origin.session);
+        match rooms
+            .iter_mut()
+            .find(|(c, _)| *c == message.conversation_id)
+        {
+            Some((_, frames)) => frames.push(frame),
+            None => rooms.push((message.conversation_id, vec![frame])),
+        }
+        messages.push(message);
+    }
+    for (conversation, frames) in rooms {
+        let deliver = Deliver::batch(RoomKey::Conversation(conversation), frames);
+        state.broker.publish(BrokerEvent::Deliver(deliver)).await;
+    }
+    for message in &messages {
+        after_broadcast(state, message).await;
+    }
 }
 
 /// Joins session `id` to the conversation's room (participants only), then loads what
@@ -333,7 +444,7 @@ fn validate(req: &SendMessage) -> AppResult<()> {
 }
 
 /// An attachment must be an uploaded file of the sender's.
-fn check_attachment(conn: &mut Conn, sender: UserId, id: FileId) -> AppResult<()> {
+fn check_attachment(conn: &mut Conn, sender: UserId, id: FileId) -> AppResult<FileRow> {
     let file =
         crate::db::files::find(conn, id)?.ok_or_else(|| AppError::not_found("attachment"))?;
     if file.owner_id != sender {
@@ -341,7 +452,38 @@ fn check_attachment(conn: &mut Conn, sender: UserId, id: FileId) -> AppResult<()
             "attachment_id must be a file you uploaded".into(),
         ));
     }
-    Ok(())
+    Ok(file)
+}
+
+/// A message accepted for storing: its place in the conversation is taken, its answer
+/// comes once it is stored.
+#[derive(Debug)]
+pub enum PendingMessage {
+    /// Queued to the group-commit writer (SQLite).
+    Queued {
+        ticket: crate::db::group_commit::Ticket,
+        attachment: Option<FileRow>,
+    },
+    /// Already stored and broadcast (PostgreSQL).
+    Done(Message),
+}
+
+impl PendingMessage {
+    /// The stored message (the original one for a repeated `client_msg_id`).
+    pub async fn stored(self, state: &AppState) -> AppResult<Message> {
+        match self {
+            PendingMessage::Done(message) => Ok(message),
+            PendingMessage::Queued { ticket, attachment } => {
+                let (row, created) = ticket.stored().await?;
+                if created || row.attachment_id.is_none() {
+                    let files = attachment.map(|f| (f.id, f)).into_iter().collect();
+                    Ok(to_message(row, &files))
+                } else {
+                    state.db.read(move |c| render_one(c, row)).await
+                }
+            }
+        }
+    }
 }
 
 /// Stores a message (idempotent by `client_msg_id`) and broadcasts `new_message` to the
@@ -353,6 +495,21 @@ pub async fn send_message(
     origin: Option<SessionId>,
     req: SendMessage,
 ) -> AppResult<Message> {
+    submit_message(state, user, origin, req)
+        .await?
+        .stored(state)
+        .await
+}
+
+/// Checks a message and takes its place in the conversation: messages submitted one after
+/// the other are stored, and broadcast, in that order, even when the caller does not wait
+/// for one to be stored before submitting the next.
+pub async fn submit_message(
+    state: &AppState,
+    user: &AuthUser,
+    origin: Option<SessionId>,
+    req: SendMessage,
+) -> AppResult<PendingMessage> {
     validate(&req)?;
     let conversation = req.conversation_id;
     authorize(state, user.id, conversation).await?;
@@ -365,65 +522,45 @@ pub async fn send_message(
         client_msg_id: req.client_msg_id,
         created_at: crate::time::to_db(crate::time::now()),
     };
-    // Held until the broadcast is with the hub: the next message of this conversation is
-    // stored, and so published, after this one.
-    let _ordered = state.chat.lock_for(conversation).lock().await;
-    let (message, created) = match &state.chat.writer {
-        Some(writer) => {
-            if let Some(file) = new.attachment_id {
+    if let Some(writer) = &state.chat.writer {
+        let attachment = match new.attachment_id {
+            Some(file) => Some(
                 state
                     .db
                     .read(move |c| check_attachment(c, sender, file))
-                    .await?;
-            }
-            let (row, created) = writer.insert(new).await?;
-            let message = if row.attachment_id.is_some() {
-                state.db.read(move |c| render_one(c, row)).await?
-            } else {
-                to_message(row, &HashMap::new())
-            };
-            (message, created)
-        }
-        None => {
-            state
-                .db
-                .write(move |c| {
-                    if let Some(file) = new.attachment_id {
-                        check_attachment(c, sender, file)?;
-                    }
-                    let (row, created) = crate::db::chat::insert_message(c, &new)?;
-                    Ok((render_one(c, row)?, created))
-                })
-                .await?
-        }
-    };
-    if created {
-        state.metrics.chat_messages.inc();
-        log::debug!(
-            "message {} (seq {}) stored in conversation {conversation} by {sender}",
-            message.id,
-            message.seq
-        );
-        let kind = FrameKind::Chat {
-            conversation,
-            seq: message.seq,
+                    .await?,
+            ),
+            None => None,
         };
-        let frame = ServerFrame::NewMessage {
-            message: message.clone(),
+        let origin = Origin {
+            session: origin,
+            attachment: attachment.clone(),
         };
-        publish(
-            state,
-            RoomKey::Conversation(conversation),
-            frame,
-            kind,
-            origin,
-            None,
-        )
-        .await;
-        // A sent message ends the sender's typing indicator.
-        set_typing(state, sender, conversation, false).await;
+        let ticket = writer.queue(new, origin).await?;
+        return Ok(PendingMessage::Queued { ticket, attachment });
     }
-    Ok(message)
+    // Held until the broadcast is queued: the next message of this conversation is
+    // stored, and so published, after this one.
+    let _ordered = state.chat.lock_for(conversation).lock().await;
+    let (message, created) = state
+        .db
+        .write(move |c| {
+            if let Some(file) = new.attachment_id {
+                check_attachment(c, sender, file)?;
+            }
+            let (row, created) = crate::db::chat::insert_message(c, &new)?;
+            Ok((render_one(c, row)?, created))
+        })
+        .await?;
+    if created {
+        let deliver = Deliver::batch(
+            RoomKey::Conversation(conversation),
+            vec![new_message_frame(&message, origin)],
+        );
+        state.broker.publish(BrokerEvent::Deliver(deliver)).await;
+        after_broadcast(state, &message).await;
+    }
+    Ok(PendingMessage::Done(message))
 }
 
 /// Broadcasts a typing indicator to the other participant's sockets in the room, at most

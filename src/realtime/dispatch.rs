@@ -28,12 +28,8 @@ pub enum Outcome {
         reply: ServerFrame,
         conversation: ConversationId,
     },
-    /// A message was stored (or found again): the sender's socket saw `seq` in the ack.
-    Sent {
-        reply: ServerFrame,
-        conversation: ConversationId,
-        seq: i64,
-    },
+    /// A message took its place in the conversation; the ack follows once it is stored.
+    Submitted(chat::PendingMessage),
     /// The socket now runs on a new access token.
     Refreshed {
         reply: ServerFrame,
@@ -135,16 +131,7 @@ pub async fn handle(
                 client_msg_id,
                 attachment_id,
             };
-            let message = chat::send_message(state, user, Some(id), req).await?;
-            let seq = message.seq;
-            Outcome::Sent {
-                reply: S::MessageAck {
-                    client_msg_id: message.client_msg_id.clone(),
-                    message,
-                },
-                conversation: conversation_id,
-                seq,
-            }
+            Outcome::Submitted(chat::submit_message(state, user, Some(id), req).await?)
         }
         C::Typing {
             conversation_id,

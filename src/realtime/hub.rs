@@ -3,9 +3,15 @@
 //! of a room. Rooms are indexed both ways (room → sessions, session → rooms) and dropped
 //! when empty, so a disconnect touches only the session's own rooms.
 //!
-//! Every delivery is bounded: a session's mailbox holds at most `SPOTTER_WS_QUEUE` frames.
-//! When it is full, stats frames are coalesced (the newest is kept and retried), and any
-//! other frame closes the session with 4029 so that the client resumes with `since_seq`.
+//! A delivery is a batch of frames for one room, serialized once and shared (`Arc`) by
+//! every recipient: the chat writer publishes all the messages one commit stored for a
+//! conversation as one batch, so each socket gets them in one mailbox message and one
+//! write instead of one per frame.
+//!
+//! Every delivery is bounded: a session's mailbox holds at most `SPOTTER_WS_QUEUE`
+//! batches. When it is full, stats frames are coalesced (the newest is kept and retried),
+//! and any other frame closes the session with 4029 so that the client resumes with
+//! `since_seq`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -41,18 +47,24 @@ pub enum FrameKind {
     Event,
 }
 
-/// A frame on its way to one session: the same bytes are shared by every recipient.
+/// A frame on its way to the sessions of a room: the same bytes for every recipient.
 #[derive(Debug, Clone)]
 pub struct Outbound {
     pub text: ByteString,
     pub kind: FrameKind,
+    /// The session that must not get this frame (the sender's socket, which gets an ack
+    /// instead).
+    pub skip: Option<SessionId>,
 }
+
+/// Frames in the order they are to be sent, shared by every recipient.
+pub type Batch = Arc<[Outbound]>;
 
 /// What the hub tells a session.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub enum ToSession {
-    Frame(Outbound),
+    Frames(Batch),
     /// Close the socket with this code and reason.
     Close {
         code: u16,
@@ -93,34 +105,49 @@ pub struct Leave {
     pub room: RoomKey,
 }
 
-/// Deliver a frame to every session in a room of this instance.
+/// Deliver frames, in order, to every session in a room of this instance.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct Deliver {
     pub room: RoomKey,
-    pub frame: Outbound,
-    /// Skip this session (the sender's own socket, which gets an ack instead).
-    pub except_session: Option<SessionId>,
+    pub frames: Batch,
     /// Skip every socket of this user (typing indicators go to others only).
     pub except_user: Option<UserId>,
 }
 
+impl Outbound {
+    /// A frame serialized here, once for all its recipients.
+    pub fn new(frame: &crate::realtime::protocol::ServerFrame, kind: FrameKind) -> Outbound {
+        Outbound {
+            text: frame.encode(None),
+            kind,
+            skip: None,
+        }
+    }
+}
+
 impl Deliver {
-    /// A frame for everyone in `room`, serialized here once for all recipients.
+    /// One frame for everyone in `room`, serialized here once for all recipients.
     pub fn to_room(
         room: RoomKey,
         frame: &crate::realtime::protocol::ServerFrame,
         kind: FrameKind,
     ) -> Deliver {
+        Deliver::batch(room, vec![Outbound::new(frame, kind)])
+    }
+
+    /// Several frames for everyone in `room`, sent in this order.
+    pub fn batch(room: RoomKey, frames: Vec<Outbound>) -> Deliver {
         Deliver {
             room,
-            frame: Outbound {
-                text: frame.encode(None),
-                kind,
-            },
-            except_session: None,
+            frames: frames.into(),
             except_user: None,
         }
+    }
+
+    /// Stats only: a slow dashboard may skip it for a newer one.
+    fn coalescible(&self) -> bool {
+        self.frames.iter().all(|f| f.kind == FrameKind::Stats)
     }
 }
 
@@ -178,7 +205,7 @@ struct SessionEntry {
     addr: Recipient<ToSession>,
     rooms: HashSet<RoomKey>,
     /// The newest stats frame that did not fit in the mailbox.
-    pending_stats: Option<Outbound>,
+    pending_stats: Option<Batch>,
 }
 
 /// The hub actor.
@@ -236,19 +263,19 @@ impl Hub {
         self.remove_session(id);
     }
 
-    fn deliver_to(&mut self, id: SessionId, frame: &Outbound) {
+    fn deliver_to(&mut self, id: SessionId, frames: &Batch, coalescible: bool) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        match entry.addr.try_send(ToSession::Frame(frame.clone())) {
+        match entry.addr.try_send(ToSession::Frames(frames.clone())) {
             Ok(()) => {
-                if frame.kind == FrameKind::Stats {
+                if coalescible {
                     entry.pending_stats = None;
                 }
-                self.metrics.ws_frames_out.inc();
+                self.metrics.ws_frames_out.inc_by(frames.len() as u64);
             }
-            Err(SendError::Full(_)) if frame.kind == FrameKind::Stats => {
-                entry.pending_stats = Some(frame.clone());
+            Err(SendError::Full(_)) if coalescible => {
+                entry.pending_stats = Some(frames.clone());
                 self.metrics.ws_stats_coalesced.inc();
             }
             Err(SendError::Full(_)) => {
@@ -272,8 +299,8 @@ impl Hub {
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
-            if let Some(frame) = self.sessions.get(&id).and_then(|e| e.pending_stats.clone()) {
-                self.deliver_to(id, &frame);
+            if let Some(frames) = self.sessions.get(&id).and_then(|e| e.pending_stats.clone()) {
+                self.deliver_to(id, &frames, true);
             }
         }
     }
@@ -355,18 +382,24 @@ impl Handler<Deliver> for Hub {
         let Some(members) = self.rooms.get(&msg.room) else {
             return;
         };
+        // A single frame skips its sender here; in a batch, each session skips its own.
+        let skip = match &*msg.frames {
+            [only] => only.skip,
+            _ => None,
+        };
         let targets: Vec<SessionId> = members
             .iter()
             .copied()
-            .filter(|id| Some(*id) != msg.except_session)
+            .filter(|id| Some(*id) != skip)
             .filter(|id| match msg.except_user {
                 Some(u) => self.sessions.get(id).map(|e| e.user != u).unwrap_or(false),
                 None => true,
             })
             .collect();
         self.metrics.broadcast_fanout.observe(targets.len() as f64);
+        let coalescible = msg.coalescible();
         for id in targets {
-            self.deliver_to(id, &msg.frame);
+            self.deliver_to(id, &msg.frames, coalescible);
         }
     }
 }

@@ -20,11 +20,14 @@ use super::hub::{Connect, Disconnect, FrameKind, Outbound, SessionId, SetToken, 
 use super::protocol::{self, ClientFrame, Incoming, ServerFrame};
 use crate::auth::AuthUser;
 use crate::db::ConversationId;
+use crate::domain::chat::Message;
 use crate::error::AppError;
 use crate::state::AppState;
 
 /// Frames a socket may have waiting for processing before further ones are refused.
 const INBOUND_QUEUE: usize = 64;
+/// Messages a socket may have submitted and not yet acked; the next frame waits.
+const UNACKED_MAX: usize = 64;
 /// `token_expiring` is sent this long before the token expires.
 const EXPIRY_WARNING: Duration = Duration::from_secs(60);
 /// Close codes (PROTOCOL §4).
@@ -68,6 +71,13 @@ impl Bucket {
     }
 }
 
+/// A `send_message` waiting for its message to be stored.
+struct Unacked {
+    ticket: u64,
+    reference: Option<Value>,
+    result: Option<Result<Message, AppError>>,
+}
+
 /// The session actor.
 pub struct WsSession {
     id: SessionId,
@@ -89,6 +99,9 @@ pub struct WsSession {
     /// Highest seq sent per joined conversation: repeats are dropped, so each socket sees
     /// every message once and in order.
     sent_seq: HashMap<ConversationId, i64>,
+    /// Messages submitted and waiting to be stored, oldest first: acked in this order.
+    unacked: VecDeque<Unacked>,
+    next_ticket: u64,
     expiry_timers: Vec<SpawnHandle>,
 }
 
@@ -112,6 +125,8 @@ impl WsSession {
             busy: false,
             joining: HashMap::new(),
             sent_seq: HashMap::new(),
+            unacked: VecDeque::new(),
+            next_ticket: 0,
             expiry_timers: Vec::new(),
         }
     }
@@ -288,7 +303,7 @@ impl WsSession {
     }
 
     fn process_next(&mut self, ctx: &mut ws::WebsocketContext<Self>) {
-        if self.busy {
+        if self.busy || self.unacked.len() >= UNACKED_MAX {
             return;
         }
         let (Some(incoming), Some(user)) = (self.inbound.pop_front(), self.auth.clone()) else {
@@ -312,6 +327,18 @@ impl WsSession {
         incoming: Incoming,
         res: Result<Outcome, AppError>,
     ) {
+        if let (ClientFrame::SendMessage { .. }, Err(e)) = (&incoming.frame, &res) {
+            if !self.unacked.is_empty() {
+                // Behind the acks still due: a socket's sends are answered in order.
+                let ticket = self.take_ticket();
+                self.unacked.push_back(Unacked {
+                    ticket,
+                    reference: incoming.reference,
+                    result: Some(Err(e.clone())),
+                });
+                return;
+            }
+        }
         let reference = incoming.reference.as_ref();
         if let ClientFrame::JoinConversation {
             conversation_id, ..
@@ -346,14 +373,18 @@ impl WsSession {
                 self.sent_seq.remove(&conversation);
                 self.send(ctx, &reply, reference);
             }
-            Ok(Outcome::Sent {
-                reply,
-                conversation,
-                seq,
-            }) => {
-                let last = self.sent_seq.entry(conversation).or_insert(0);
-                *last = (*last).max(seq);
-                self.send(ctx, &reply, reference);
+            Ok(Outcome::Submitted(pending)) => {
+                let ticket = self.take_ticket();
+                self.unacked.push_back(Unacked {
+                    ticket,
+                    reference: incoming.reference,
+                    result: None,
+                });
+                let state = self.state.clone();
+                let stored = async move { pending.stored(&state).await };
+                ctx.spawn(stored.into_actor(self).map(move |res, act, ctx| {
+                    act.stored(ctx, ticket, res);
+                }));
             }
             Ok(Outcome::Refreshed { reply, user }) => {
                 self.state.hub.do_send(SetToken {
@@ -367,6 +398,46 @@ impl WsSession {
             Ok(Outcome::Nothing) => {}
             Err(e) => self.send_error(ctx, &e, reference),
         }
+    }
+
+    fn take_ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    /// A submitted message is stored (or failed): acks go out in submission order.
+    fn stored(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        ticket: u64,
+        res: Result<Message, AppError>,
+    ) {
+        if let Some(u) = self.unacked.iter_mut().find(|u| u.ticket == ticket) {
+            u.result = Some(res);
+        }
+        while self.unacked.front().is_some_and(|u| u.result.is_some()) {
+            let Some(Unacked {
+                reference,
+                result: Some(res),
+                ..
+            }) = self.unacked.pop_front()
+            else {
+                break;
+            };
+            match res {
+                Ok(message) => {
+                    let last = self.sent_seq.entry(message.conversation_id).or_insert(0);
+                    *last = (*last).max(message.seq);
+                    let reply = ServerFrame::MessageAck {
+                        client_msg_id: message.client_msg_id.clone(),
+                        message,
+                    };
+                    self.send(ctx, &reply, reference.as_ref());
+                }
+                Err(e) => self.send_error(ctx, &e, reference.as_ref()),
+            }
+        }
+        self.process_next(ctx);
     }
 
     /// Sends a frame from the hub, keeping chat frames in seq order without repeats.
@@ -426,7 +497,12 @@ impl Handler<ToSession> for WsSession {
 
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
         match msg {
-            ToSession::Frame(frame) => self.forward(ctx, frame),
+            ToSession::Frames(frames) => {
+                let me = Some(self.id);
+                for frame in frames.iter().filter(|f| f.skip != me) {
+                    self.forward(ctx, frame.clone());
+                }
+            }
             ToSession::Close { code, reason } => self.close(ctx, code, &reason),
         }
     }

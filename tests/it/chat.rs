@@ -737,8 +737,67 @@ fn attachments(app: &TestApp) {
     assert_eq!(seqs(&page["messages"]), vec![1]);
 }
 
+/// A socket that sends without waiting for acks: every send is answered, in the order
+/// sent (a repeat with the original message, a bad one with an error), and the peer gets
+/// each new message once, in seq order; the sending socket gets no `new_message` of its own.
+fn pipelined_sends_are_answered_in_order(app: &TestApp) {
+    let p = pair(app);
+    let (mut peer, _) = joined(app, &p.trainer, p.conv, None);
+    let (mut sender, _) = joined(app, &p.member, p.conv, None);
+    let total = 30;
+    for i in 0..total {
+        let (content, cmid) = match i {
+            10 => (String::new(), "bad".to_string()),
+            20 => ("again".to_string(), "m-5".to_string()),
+            _ => (format!("m {i}"), format!("m-{i}")),
+        };
+        sender.send_ref(
+            "send_message",
+            &format!("r{i}"),
+            json!({"conversation_id": p.conv, "content": content, "client_msg_id": cmid}),
+        );
+    }
+    let mut seq = 0;
+    let mut seq_of_5 = 0;
+    for i in 0..total {
+        let f = sender
+            .next_within(Duration::from_secs(10))
+            .expect("a reply");
+        assert_eq!(f["ref"], format!("r{i}"), "replies out of order: {f}");
+        match i {
+            10 => assert_eq!(error_code(&f), "validation_failed"),
+            20 => {
+                assert_eq!(f["type"], "message_ack", "{f}");
+                assert_eq!(f["payload"]["message"]["seq"], seq_of_5);
+            }
+            _ => {
+                assert_eq!(f["type"], "message_ack", "{f}");
+                let s = f["payload"]["message"]["seq"].as_i64().unwrap();
+                assert_eq!(s, seq + 1, "{f}");
+                seq = s;
+                if i == 5 {
+                    seq_of_5 = s;
+                }
+            }
+        }
+    }
+    let stored = total as i64 - 2;
+    assert_eq!(seq, stored);
+    let got: Vec<i64> = (0..stored)
+        .map(|_| {
+            peer.expect("new_message")["payload"]["message"]["seq"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(got, (1..=stored).collect::<Vec<_>>());
+    peer.expect_none("new_message", Duration::from_millis(300));
+    sender.expect_none("new_message", Duration::from_millis(100));
+}
+
 both_backends!(
     chatting_both_ways,
+    pipelined_sends_are_answered_in_order,
     seq_order_under_concurrency,
     idempotent_resend,
     reconnect_recovers_missed,
