@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
-use actix_web::middleware::{from_fn, NormalizePath};
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 
 use crate::auth::jwt::{load_or_create_secret, JwtKeys};
@@ -20,7 +20,7 @@ use crate::error::{AppError, AppResult};
 use crate::jobs::sweeper::Sweeper;
 use crate::metrics::Metrics;
 use crate::realtime::hub::{CloseAll, Hub};
-use crate::realtime::presence::{FlushNow, HubPresence, PresenceServer, Restore};
+use crate::realtime::presence::{FlushNow, HubPresence, PresenceServer, Restore, SeenBoard};
 use crate::state::AppState;
 
 /// Opens the database and runs pending migrations.
@@ -113,6 +113,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
     let presence = presence_ctx.address();
     let hub = Hub::new(Arc::new(HubPresence(presence.clone())), metrics.clone()).start();
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
+    let seen = Arc::new(SeenBoard::default());
     let presence_actor = PresenceServer::new(
         db.clone(),
         broker.clone(),
@@ -120,6 +121,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
         metrics.clone(),
         config.heartbeat_timeout,
         config.flush_interval,
+        seen.clone(),
     );
     presence_ctx.run(presence_actor);
     let stored: Vec<_> = rows
@@ -142,6 +144,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
         metrics,
         hub,
         presence,
+        seen,
         broker,
         chat: Arc::new(crate::domain::chat::ChatState::new(&db_for_chat)),
         stats: Default::default(),
@@ -167,7 +170,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             .app_data(data.clone())
             .configure(move |c| crate::http::configure(c, &st))
             .wrap(from_fn(crate::http::observe))
-            .wrap(NormalizePath::trim())
+            .wrap(from_fn(crate::http::normalize_path))
     })
     .disable_signals()
     .shutdown_timeout(drain.as_secs())

@@ -15,7 +15,7 @@ use crate::domain::checkins::StatsTracker;
 use crate::domain::directory::Directory;
 use crate::metrics::Metrics;
 use crate::realtime::hub::Hub;
-use crate::realtime::presence::PresenceServer;
+use crate::realtime::presence::{PresenceServer, SeenBoard};
 
 /// Everything a request, a socket or a job needs. Cheap to clone.
 #[derive(Clone)]
@@ -29,6 +29,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub hub: Addr<Hub>,
     pub presence: Addr<PresenceServer>,
+    /// Heartbeats of online users, for the presence actor to take in.
+    pub seen: Arc<SeenBoard>,
     pub broker: Arc<dyn Broker>,
     pub chat: Arc<ChatState>,
     pub stats: Arc<StatsTracker>,

@@ -132,13 +132,7 @@ pub async fn login(
         Ok((row, access, refresh)) => {
             state.throttle.record_success(&username);
             state.directory.upsert(&row);
-            let _ = state
-                .presence
-                .send(Touch {
-                    user: row.id,
-                    reason: Reason::Login,
-                })
-                .await;
+            let _ = state.presence.send(Touch::now(row.id, Reason::Login)).await;
             log::info!("login: user {} ({})", row.id, row.username);
             Ok(pair(state, &row, access, refresh, true))
         }

@@ -88,6 +88,39 @@ async fn ws_conversation(
     crate::realtime::session::upgrade(req, stream, state, Some(ConversationId(id))).await
 }
 
+/// Trailing slashes are optional and repeated slashes count as one: `/api/users/` is
+/// `/api/users`. A rewrite, not a redirect. Does what actix's `NormalizePath::trim()`
+/// does, without running a regex on every path that needs nothing done (most of them).
+pub async fn normalize_path(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let path = req.path();
+    if (path.len() > 1 && path.ends_with('/')) || path.contains("//") {
+        let mut clean = String::with_capacity(path.len());
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            clean.push('/');
+            clean.push_str(segment);
+        }
+        if clean.is_empty() {
+            clean.push('/');
+        }
+        let query = req.query_string();
+        if !query.is_empty() {
+            clean.push('?');
+            clean.push_str(query);
+        }
+        if let Ok(uri) = clean.parse::<actix_web::http::Uri>() {
+            // Outermost middleware: nothing has been matched yet, so the match info is
+            // simply started again on the new path.
+            *req.match_info_mut() =
+                actix_web::dev::Path::new(actix_web::dev::Url::new(uri.clone()));
+            req.head_mut().uri = uri;
+        }
+    }
+    next.call(req).await
+}
+
 /// Per request: one log line (path only: query strings may carry tokens), metrics, and
 /// the contract's JSON error body on errors that actix produced without one (405, …).
 pub async fn observe(
@@ -95,35 +128,37 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody, BoxBody>>, actix_web::Error> {
     let started = std::time::Instant::now();
-    let method = req.method().to_string();
-    let path = req.path().to_string();
-    let peer = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
     let metrics = req
         .app_data::<web::Data<AppState>>()
         .map(|s| s.metrics.clone());
     let res = next.call(req).await?;
     let status = res.status();
-    let route = res
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".into());
     let elapsed = started.elapsed();
+    let request = res.request();
     if let Some(m) = metrics {
+        let route = request.match_pattern();
+        let route = route.as_deref().unwrap_or("unmatched");
+        let method = request.method().as_str();
         m.http_requests
-            .with_label_values(&[&method, &route, status.as_str()])
+            .with_label_values(&[method, route, status.as_str()])
             .inc();
         m.http_latency
-            .with_label_values(&[&method, &route])
+            .with_label_values(&[method, route])
             .observe(elapsed.as_secs_f64());
     }
-    log::info!(
-        "{peer} {method} {path} {} {:.1}ms",
-        status.as_u16(),
-        elapsed.as_secs_f64() * 1000.0
-    );
+    if log::log_enabled!(log::Level::Info) {
+        let peer = request
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        log::info!(
+            "{peer} {} {} {} {:.1}ms",
+            request.method(),
+            request.path(),
+            status.as_u16(),
+            elapsed.as_secs_f64() * 1000.0
+        );
+    }
     let is_json = res
         .headers()
         .get(header::CONTENT_TYPE)

@@ -1,6 +1,7 @@
 //! `/api/users`: the caller, heartbeats, the admin's user list and user management, and
 //! the presence log.
 
+use actix::prelude::SendError;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -66,14 +67,22 @@ struct HeartbeatReply {
 
 /// Touches memory only: `last_seen` reaches the database with the next write-behind flush.
 async fn post_heartbeat(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
-    let last_seen = state
-        .presence
-        .send(Touch {
-            user: user.id,
-            reason: Reason::Heartbeat,
-        })
-        .await
-        .map_err(|e| AppError::internal(format!("presence: {e}")))?;
+    // Memory only, and no round trip: an online user's heartbeat is noted on the board;
+    // one that brings the user online is queued to the presence actor (waiting only while
+    // its mailbox is full). The answer carries the heartbeat's own time.
+    let touch = Touch::now(user.id, Reason::Heartbeat);
+    let last_seen = touch.at;
+    if !state.seen.note(user.id, last_seen) {
+        match state.presence.try_send(touch) {
+            Ok(()) => {}
+            Err(SendError::Full(touch)) => state
+                .presence
+                .send(touch)
+                .await
+                .map_err(|e| AppError::internal(format!("presence: {e}")))?,
+            Err(SendError::Closed(_)) => return Err(AppError::internal("presence actor stopped")),
+        }
+    }
     Ok(HttpResponse::Ok().json(HeartbeatReply {
         status: "online",
         last_seen,

@@ -3,9 +3,14 @@
 //! transition reach the database in batches (write-behind), flushed on a timer, by the
 //! sweeper and on shutdown. Transitions are published to the presence room in the order
 //! they happen.
+//!
+//! A heartbeat of a user who is already online does not even message the actor: it is
+//! noted on the [`SeenBoard`], which the actor takes in every second and before each
+//! sweep, flush and snapshot. (A message would wake the actor's thread, a system call per
+//! heartbeat.) Only a heartbeat that brings a user online goes to the actor as a `Touch`.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -25,6 +30,59 @@ use crate::realtime::rooms::RoomKey;
 const WRITE_BEHIND_SOFT_LIMIT: usize = 50_000;
 /// The presence mailbox: heartbeats wait when it is full.
 const PRESENCE_MAILBOX: usize = 16_384;
+
+/// How often the actor takes in the heartbeats noted on the board.
+const BOARD_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Heartbeats of online users, noted by the HTTP workers and taken in by the actor. Both
+/// maps hold at most one entry per online user.
+#[derive(Default)]
+pub struct SeenBoard {
+    /// Who is online; kept by the actor on every transition.
+    online: RwLock<HashSet<UserId>>,
+    /// The newest heartbeat of each user since the actor last looked.
+    seen: Mutex<HashMap<UserId, DateTime<Utc>>>,
+}
+
+impl SeenBoard {
+    /// Notes a heartbeat at `at`; false when the user is not online (then the caller sends
+    /// a [`Touch`], which brings them online).
+    pub fn note(&self, user: UserId, at: DateTime<Utc>) -> bool {
+        if !self
+            .online
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&user)
+        {
+            return false;
+        }
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let e = seen.entry(user).or_insert(at);
+        *e = (*e).max(at);
+        true
+    }
+
+    fn take(&self) -> HashMap<UserId, DateTime<Utc>> {
+        std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Marks the user online or offline; going offline answers a heartbeat noted since
+    /// the actor last looked, if any.
+    fn set(&self, user: UserId, online: bool) -> Option<DateTime<Utc>> {
+        let mut set = self.online.write().unwrap_or_else(|p| p.into_inner());
+        if online {
+            set.insert(user);
+            None
+        } else {
+            set.remove(&user);
+            drop(set);
+            self.seen
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&user)
+        }
+    }
+}
 
 /// Why a user's presence changed (PROTOCOL §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +127,7 @@ pub struct PresenceServer {
     flush_lock: Arc<tokio::sync::Mutex<()>>,
     timeout: chrono::Duration,
     flush_interval: Duration,
+    board: Arc<SeenBoard>,
     db: Db,
     broker: Arc<dyn Broker>,
     directory: Arc<Directory>,
@@ -83,6 +142,7 @@ impl PresenceServer {
         metrics: Arc<Metrics>,
         timeout: Duration,
         flush_interval: Duration,
+        board: Arc<SeenBoard>,
     ) -> PresenceServer {
         PresenceServer {
             users: HashMap::new(),
@@ -91,6 +151,7 @@ impl PresenceServer {
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
             timeout: chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::seconds(120)),
             flush_interval,
+            board,
             db,
             broker,
             directory,
@@ -114,6 +175,7 @@ impl PresenceServer {
                 .get(*user)
                 .is_some_and(|e| e.status.is_active());
             if *online && active && now - *seen < self.timeout {
+                self.board.set(*user, true);
                 self.users.insert(
                     *user,
                     Entry {
@@ -158,6 +220,7 @@ impl PresenceServer {
         });
         entry.online = online;
         entry.last_seen = at;
+        self.board.set(user, online);
         self.unflushed.insert(user, (online, at));
         self.transitions.push(PresenceWrite {
             user_id: user,
@@ -192,22 +255,28 @@ impl PresenceServer {
         }
     }
 
-    /// Marks a user seen now; brings them online with `reason` if they were offline.
-    fn touch(&mut self, user: UserId, reason: Reason, ctx: &mut Context<Self>) -> DateTime<Utc> {
-        let now = crate::time::now();
-        let was_online = self.users.get(&user).is_some_and(|e| e.online);
-        if was_online {
-            if let Some(e) = self.users.get_mut(&user) {
-                e.last_seen = now;
+    /// Marks a user seen at `at` (never moving `last_seen` back); brings them online with
+    /// `reason` if they were offline.
+    fn touch(&mut self, user: UserId, reason: Reason, at: DateTime<Utc>, ctx: &mut Context<Self>) {
+        match self.users.get_mut(&user) {
+            Some(e) if e.online => {
+                e.last_seen = e.last_seen.max(at);
+                let seen = e.last_seen;
+                self.unflushed.insert(user, (true, seen));
             }
-            self.unflushed.insert(user, (true, now));
-        } else {
-            self.transition(user, true, reason, now, ctx);
+            _ => self.transition(user, true, reason, at, ctx),
         }
-        now
+    }
+
+    /// Takes in the heartbeats noted on the board.
+    fn absorb(&mut self, ctx: &mut Context<Self>) {
+        for (user, at) in self.board.take() {
+            self.touch(user, Reason::Heartbeat, at, ctx);
+        }
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) -> usize {
+        self.absorb(ctx);
         let now = crate::time::now();
         let stale: Vec<UserId> = self
             .users
@@ -215,13 +284,18 @@ impl PresenceServer {
             .filter(|(_, e)| e.online && e.sockets == 0 && now - e.last_seen >= self.timeout)
             .map(|(id, _)| *id)
             .collect();
-        for user in &stale {
-            // The offline time is when the silence began, plus the timeout.
-            self.transition(*user, false, Reason::Timeout, now, ctx);
+        let mut gone = 0;
+        for user in stale {
+            self.transition(user, false, Reason::Timeout, now, ctx);
+            gone += 1;
+            // A heartbeat noted after `absorb` above: the user was not silent after all.
+            if let Some(at) = self.board.set(user, false) {
+                self.touch(user, Reason::Heartbeat, at, ctx);
+            }
         }
         // Forget offline users with no sockets: they come back through `touch`.
         self.users.retain(|_, e| e.online || e.sockets > 0);
-        stale.len()
+        gone
     }
 
     /// Takes everything not yet written: transitions in order, then the newest `last_seen`
@@ -279,6 +353,7 @@ impl PresenceServer {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        self.absorb(ctx);
         if self.unflushed.is_empty() && self.transitions.is_empty() {
             return;
         }
@@ -298,22 +373,36 @@ impl Actor for PresenceServer {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(PRESENCE_MAILBOX);
         ctx.run_interval(self.flush_interval, |act, ctx| act.flush(ctx));
+        ctx.run_interval(BOARD_INTERVAL, |act, ctx| act.absorb(ctx));
     }
 }
 
-/// A login, heartbeat or socket ping: the user is seen now. Answers the new `last_seen`.
+/// A login, heartbeat or socket ping: the user was seen at `at`. Callers need not wait for
+/// it: a heartbeat answers with its own `at` while the touch waits in the mailbox.
 #[derive(Message)]
-#[rtype(result = "DateTime<Utc>")]
+#[rtype(result = "()")]
 pub struct Touch {
     pub user: UserId,
     pub reason: Reason,
+    pub at: DateTime<Utc>,
+}
+
+impl Touch {
+    /// `user` seen now.
+    pub fn now(user: UserId, reason: Reason) -> Touch {
+        Touch {
+            user,
+            reason,
+            at: crate::time::now(),
+        }
+    }
 }
 
 impl Handler<Touch> for PresenceServer {
-    type Result = MessageResult<Touch>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Touch, ctx: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.touch(msg.user, msg.reason, ctx))
+    fn handle(&mut self, msg: Touch, ctx: &mut Context<Self>) {
+        self.touch(msg.user, msg.reason, msg.at, ctx);
     }
 }
 
@@ -326,7 +415,7 @@ impl Handler<SocketUp> for PresenceServer {
     type Result = ();
 
     fn handle(&mut self, msg: SocketUp, ctx: &mut Context<Self>) {
-        self.touch(msg.0, Reason::Socket, ctx);
+        self.touch(msg.0, Reason::Socket, crate::time::now(), ctx);
         if let Some(e) = self.users.get_mut(&msg.0) {
             e.sockets += 1;
         }
@@ -411,7 +500,8 @@ pub struct FlushNow;
 impl Handler<FlushNow> for PresenceServer {
     type Result = ResponseActFuture<Self, Result<(), crate::error::AppError>>;
 
-    fn handle(&mut self, _: FlushNow, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: FlushNow, ctx: &mut Context<Self>) -> Self::Result {
+        self.absorb(ctx);
         let batch = self.take_batch();
         let fut = self.write_batch(batch);
         Box::pin(fut.into_actor(self).map(|res, act, _| match res {
@@ -433,7 +523,8 @@ pub struct Snapshot;
 impl Handler<Snapshot> for PresenceServer {
     type Result = MessageResult<Snapshot>;
 
-    fn handle(&mut self, _: Snapshot, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _: Snapshot, ctx: &mut Context<Self>) -> Self::Result {
+        self.absorb(ctx);
         MessageResult(
             self.users
                 .iter()
@@ -468,5 +559,32 @@ impl SocketPresence for HubPresence {
 
     fn last_socket_closed(&self, user: UserId) {
         self.0.do_send(SocketDown(user));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_board_takes_heartbeats_of_online_users_only() {
+        let board = SeenBoard::default();
+        let (u, v) = (UserId(1), UserId(2));
+        let t0 = crate::time::now();
+        let t1 = t0 + chrono::Duration::seconds(30);
+        // Offline: the caller must bring the user online through the actor.
+        assert!(!board.note(u, t0));
+        board.set(u, true);
+        assert!(board.note(u, t1));
+        assert!(board.note(u, t0), "an older heartbeat is noted too");
+        assert!(!board.note(v, t1));
+        // The newest time is kept, once.
+        assert_eq!(board.take(), HashMap::from([(u, t1)]));
+        assert!(board.take().is_empty());
+        // Going offline hands back what was noted since the last look, and stops noting.
+        assert!(board.note(u, t1));
+        assert_eq!(board.set(u, false), Some(t1));
+        assert!(!board.note(u, t1));
+        assert!(board.take().is_empty());
     }
 }
