@@ -173,6 +173,8 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             .wrap(from_fn(crate::http::normalize_path))
     })
     .disable_signals()
+    // A realtime server writes small frames: no Nagle delay waiting for the peer's ACK.
+    .tcp_nodelay(true)
     .shutdown_timeout(drain.as_secs())
     .bind(&bind)?;
     for addr in server.addrs() {

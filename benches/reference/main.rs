@@ -457,6 +457,8 @@ fn main() -> std::io::Result<()> {
                 .route("/api/chat/conversations", web::post().to(conversation))
                 .route("/ws", web::get().to(socket))
         })
+        // As Spotter: small frames go out at once.
+        .tcp_nodelay(true)
         .bind(&bind)?;
         for a in server.addrs() {
             eprintln!("spotter-reference listening on http://{a}");
