@@ -151,6 +151,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
     };
     crate::domain::checkins::init(&state).await?;
     crate::domain::chat::start_publisher(&state);
+    state.db.start_checkpointer();
     let sweeper = Sweeper::new(state.clone()).start();
     Ok(Started { state, sweeper })
 }

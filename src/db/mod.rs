@@ -35,6 +35,11 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const POOL_CHECKOUT_TIMEOUT: Duration = Duration::from_secs(5);
 /// SQLite readers: WAL lets them run beside the single writer.
 const SQLITE_READERS: u32 = 4;
+/// How often the WAL is copied into the database file in the background (SQLite).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// WAL pages after which a commit checkpoints by itself: a backstop, reached only when the
+/// background checkpoint cannot keep up.
+const WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
 /// A checked-out connection of either backend.
 pub enum Conn {
@@ -86,7 +91,8 @@ impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqlitePragma
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
         conn.batch_execute(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {};",
+             PRAGMA foreign_keys = ON; PRAGMA busy_timeout = {}; \
+             PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES};",
             SQLITE_BUSY_TIMEOUT.as_millis()
         ))
         .map_err(diesel::r2d2::Error::QueryError)
@@ -180,6 +186,32 @@ impl Db {
     {
         let db = self.clone();
         actix_web::web::block(move || f(&mut db.write_conn()?)).await?
+    }
+
+    /// SQLite: checkpoints the WAL every [`CHECKPOINT_INTERVAL`] on a thread of its own,
+    /// so that the checkpoint and its fsync never run inside a commit of the one writer
+    /// (where every waiting chat message would wait for the disk). PASSIVE: it never
+    /// blocks the writer or the readers. Nothing to do on PostgreSQL.
+    pub fn start_checkpointer(&self) {
+        let Db::Sqlite { read, .. } = self else {
+            return;
+        };
+        let pool = read.clone();
+        let spawned = std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || loop {
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+                let done = pool.get().map_err(|e| e.to_string()).and_then(|mut c| {
+                    c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        .map_err(|e| e.to_string())
+                });
+                if let Err(e) = done {
+                    log::warn!("WAL checkpoint failed (retried in a second): {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            log::warn!("no background WAL checkpoint, commits will checkpoint: {e}");
+        }
     }
 
     /// Runs pending migrations; returns how many ran.
