@@ -138,23 +138,60 @@ pub fn find_by_client_id(
         .optional())?)
 }
 
-/// Stores a message with the conversation's next `seq` and moves the sender's read marker
-/// to it. A message with the same (conversation, sender, client_msg_id) already stored is
-/// returned instead, with `false`.
-/// The statements that store one message (idempotent by `client_msg_id`) inside an open
-/// transaction: one body for both backends and for the grouped SQLite writer.
+/// The stored message with this (conversation, sender, client_msg_id), if any.
+macro_rules! find_repeat {
+    ($c:expr, $new:expr) => {
+        messages::table
+            .filter(messages::conversation_id.eq($new.conversation_id))
+            .filter(messages::sender_id.eq($new.sender_id))
+            .filter(messages::client_msg_id.eq(&$new.client_msg_id))
+            .select(MessageRow::as_select())
+            .first($c)
+            .optional()?
+    };
+}
+
+/// Inserts the message row with its `seq`; answers the row.
+macro_rules! insert_row {
+    ($c:expr, $new:expr, $seq:expr) => {
+        diesel::insert_into(messages::table)
+            .values((
+                messages::conversation_id.eq($new.conversation_id),
+                messages::seq.eq($seq),
+                messages::sender_id.eq($new.sender_id),
+                messages::content.eq(&$new.content),
+                messages::attachment_id.eq($new.attachment_id),
+                messages::client_msg_id.eq(&$new.client_msg_id),
+                messages::created_at.eq($new.created_at),
+            ))
+            .returning(MessageRow::as_returning())
+            .get_result::<MessageRow>($c)?
+    };
+}
+
+/// Moves a member's read marker forward to `seq` (never back).
+macro_rules! move_read_marker {
+    ($c:expr, $conversation:expr, $user:expr, $seq:expr) => {
+        diesel::update(
+            conversation_members::table
+                .filter(conversation_members::conversation_id.eq($conversation))
+                .filter(conversation_members::user_id.eq($user))
+                .filter(conversation_members::last_read_seq.lt($seq)),
+        )
+        .set(conversation_members::last_read_seq.eq($seq))
+        .execute($c)?
+    };
+}
+
+/// The statements that store one message inside an open transaction: the conversation's
+/// next `seq`, the row, and the sender's read marker moved to it. A message with the same
+/// (conversation, sender, client_msg_id) already stored is returned instead, with `false`.
+/// One body for both backends (and for the SQLite writer's one-by-one fallback).
 macro_rules! insert_statements {
     ($c:ident, $new:expr) => {{
         let new: &NewMessage = $new;
         let c = &mut *$c;
-        let existing = messages::table
-            .filter(messages::conversation_id.eq(new.conversation_id))
-            .filter(messages::sender_id.eq(new.sender_id))
-            .filter(messages::client_msg_id.eq(&new.client_msg_id))
-            .select(MessageRow::as_select())
-            .first(c)
-            .optional()?;
-        if let Some(row) = existing {
+        if let Some(row) = find_repeat!(c, new) {
             return Ok((row, false));
         }
         let seq: i64 = diesel::update(conversations::table.find(new.conversation_id))
@@ -164,26 +201,8 @@ macro_rules! insert_statements {
             ))
             .returning(conversations::last_seq)
             .get_result(c)?;
-        let row = diesel::insert_into(messages::table)
-            .values((
-                messages::conversation_id.eq(new.conversation_id),
-                messages::seq.eq(seq),
-                messages::sender_id.eq(new.sender_id),
-                messages::content.eq(&new.content),
-                messages::attachment_id.eq(new.attachment_id),
-                messages::client_msg_id.eq(&new.client_msg_id),
-                messages::created_at.eq(new.created_at),
-            ))
-            .returning(MessageRow::as_returning())
-            .get_result(c)?;
-        diesel::update(
-            conversation_members::table
-                .filter(conversation_members::conversation_id.eq(new.conversation_id))
-                .filter(conversation_members::user_id.eq(new.sender_id))
-                .filter(conversation_members::last_read_seq.lt(seq)),
-        )
-        .set(conversation_members::last_read_seq.eq(seq))
-        .execute(c)?;
+        let row = insert_row!(c, new, seq);
+        move_read_marker!(c, new.conversation_id, new.sender_id, seq);
         Ok((row, true))
     }};
 }
@@ -225,14 +244,7 @@ fn insert_grouped(
     let mut marks: HashMap<(ConversationId, UserId), i64> = HashMap::new();
     let mut results = Vec::with_capacity(batch.len());
     for new in batch {
-        let existing = messages::table
-            .filter(messages::conversation_id.eq(new.conversation_id))
-            .filter(messages::sender_id.eq(new.sender_id))
-            .filter(messages::client_msg_id.eq(&new.client_msg_id))
-            .select(MessageRow::as_select())
-            .first(c)
-            .optional()?;
-        if let Some(row) = existing {
+        if let Some(row) = find_repeat!(c, new) {
             results.push(Ok((row, false)));
             continue;
         }
@@ -244,18 +256,7 @@ fn insert_grouped(
                 .first::<i64>(c)?,
         };
         let seq = last + 1;
-        let row = diesel::insert_into(messages::table)
-            .values((
-                messages::conversation_id.eq(new.conversation_id),
-                messages::seq.eq(seq),
-                messages::sender_id.eq(new.sender_id),
-                messages::content.eq(&new.content),
-                messages::attachment_id.eq(new.attachment_id),
-                messages::client_msg_id.eq(&new.client_msg_id),
-                messages::created_at.eq(new.created_at),
-            ))
-            .returning(MessageRow::as_returning())
-            .get_result(c)?;
+        let row = insert_row!(c, new, seq);
         tails.insert(new.conversation_id, (seq, new.created_at));
         marks.insert((new.conversation_id, new.sender_id), seq);
         results.push(Ok((row, true)));
@@ -269,14 +270,7 @@ fn insert_grouped(
             .execute(c)?;
     }
     for ((conversation, sender), seq) in marks {
-        diesel::update(
-            conversation_members::table
-                .filter(conversation_members::conversation_id.eq(conversation))
-                .filter(conversation_members::user_id.eq(sender))
-                .filter(conversation_members::last_read_seq.lt(seq)),
-        )
-        .set(conversation_members::last_read_seq.eq(seq))
-        .execute(c)?;
+        move_read_marker!(c, conversation, sender, seq);
     }
     Ok(results)
 }
