@@ -9,9 +9,9 @@
 //! write instead of one per frame.
 //!
 //! Every delivery is bounded: a session's mailbox holds at most `SPOTTER_WS_QUEUE`
-//! batches. When it is full, stats frames are coalesced (the newest is kept and retried),
-//! and any other frame closes the session with 4029 so that the client resumes with
-//! `since_seq`.
+//! batches (a chat batch holds at most one commit's messages, 256). When it is full,
+//! stats frames are coalesced (the newest is kept and retried), and any other frame
+//! closes the session with 4029 so that the client resumes with `since_seq`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -147,7 +147,7 @@ impl Deliver {
 
     /// Stats only: a slow dashboard may skip it for a newer one.
     fn coalescible(&self) -> bool {
-        self.frames.iter().all(|f| f.kind == FrameKind::Stats)
+        !self.frames.is_empty() && self.frames.iter().all(|f| f.kind == FrameKind::Stats)
     }
 }
 
