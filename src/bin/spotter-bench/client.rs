@@ -141,6 +141,16 @@ pub async fn create_users(
     Ok(out)
 }
 
+/// Creates `n` members through the API (as the admin) and answers their access tokens.
+pub fn member_tokens(t: &Target, n: usize) -> Result<Vec<String>, String> {
+    actix_web::rt::System::new().block_on(async {
+        let http = http_client(None, 16);
+        let admin = login(&http, &t.urls[0], "admin", &t.admin_password).await?;
+        let users = create_users(&http, t, &admin, "member", n.max(1)).await?;
+        Ok(users.into_iter().map(|u| u.token).collect())
+    })
+}
+
 /// A short tag that keeps usernames of different runs apart on a shared server.
 pub fn run_tag() -> String {
     use std::sync::OnceLock;

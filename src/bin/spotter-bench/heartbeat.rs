@@ -32,12 +32,7 @@ struct Counters {
 
 pub fn run(target: &mut Target, spec: &HeartbeatSpec) -> Result<Report, String> {
     let t = target as &Target;
-    let tokens: Vec<String> = actix_web::rt::System::new().block_on(async {
-        let http = client::http_client(None, 16);
-        let admin = client::login(&http, &t.urls[0], "admin", &t.admin_password).await?;
-        let users = client::create_users(&http, t, &admin, "member", spec.users.max(1)).await?;
-        Ok::<_, String>(users.into_iter().map(|u| u.token).collect())
-    })?;
+    let tokens = client::member_tokens(t, spec.users)?;
     let threads = spec.threads.max(1);
     let counters = Arc::new(Counters::default());
     let go = Arc::new(Barrier::new(threads + 1));

@@ -39,12 +39,7 @@ struct Shared {
 pub fn run(target: &mut Target, spec: &IdleSpec) -> Result<Report, String> {
     let limit = crate::server::raise_nofile();
     let t = target as &Target;
-    let tokens: Vec<String> = actix_web::rt::System::new().block_on(async {
-        let http = client::http_client(None, 16);
-        let admin = client::login(&http, &t.urls[0], "admin", &t.admin_password).await?;
-        let users = client::create_users(&http, t, &admin, "member", spec.users.max(1)).await?;
-        Ok::<_, String>(users.into_iter().map(|u| u.token).collect())
-    })?;
+    let tokens = client::member_tokens(t, spec.users)?;
     // Let the server settle (login bursts, allocator) before the baseline.
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = target.rss();
