@@ -21,7 +21,9 @@ impl MemoryBroker {
 }
 
 /// Queues `m` in the hub's mailbox at once, so that events keep the order in which they
-/// were published; only when the mailbox is full does the returned future wait for room.
+/// were published; only when the mailbox is full does the returned future wait (until the
+/// hub has taken and handled it). A publisher that needs order across a full mailbox
+/// awaits each publish before the next.
 fn enqueue<M>(hub: &Addr<Hub>, m: M) -> BoxFuture<'static, ()>
 where
     M: Message<Result = ()> + Send + 'static,

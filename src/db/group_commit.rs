@@ -1,8 +1,8 @@
 //! Group commit for chat messages on SQLite. SQLite has one writer, so a transaction per
 //! message makes every conversation wait for every other one's BEGIN, statements and
 //! COMMIT. This writer thread drains the messages that are waiting into one transaction
-//! (one savepoint each, so a failing message is rolled back alone) and answers each only
-//! after the COMMIT: an ack still means "stored".
+//! (if it fails, each is retried in a transaction of its own, so a failing message fails
+//! alone) and answers each only after the COMMIT: an ack still means "stored".
 //!
 //! It is also what orders a conversation's messages: they are stored in the order they
 //! were queued (several of one conversation may share a transaction, with consecutive

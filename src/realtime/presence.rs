@@ -35,7 +35,7 @@ const PRESENCE_MAILBOX: usize = 16_384;
 const BOARD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Heartbeats of online users, noted by the HTTP workers and taken in by the actor. Both
-/// maps hold at most one entry per online user.
+/// maps hold at most one entry per user.
 #[derive(Default)]
 pub struct SeenBoard {
     /// Who is online; kept by the actor on every transition.
@@ -66,20 +66,14 @@ impl SeenBoard {
         std::mem::take(&mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Marks the user online or offline; going offline answers a heartbeat noted since
-    /// the actor last looked, if any.
-    fn set(&self, user: UserId, online: bool) -> Option<DateTime<Utc>> {
+    /// Marks the user online or offline. Going offline keeps what was noted: a heartbeat
+    /// that raced with a timeout brings the user back at the actor's next look.
+    fn set(&self, user: UserId, online: bool) {
         let mut set = self.online.write().unwrap_or_else(|p| p.into_inner());
         if online {
             set.insert(user);
-            None
         } else {
             set.remove(&user);
-            drop(set);
-            self.seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&user)
         }
     }
 }
@@ -249,7 +243,9 @@ impl PresenceServer {
             &frame,
             FrameKind::Event,
         ));
-        ctx.spawn(self.broker.publish(event).into_actor(self));
+        // `wait`, not `spawn`: updates reach the hub in the order they happen. The broker
+        // queues at once, so this only holds the actor while the hub's mailbox is full.
+        ctx.wait(self.broker.publish(event).into_actor(self));
         if self.transitions.len() > WRITE_BEHIND_SOFT_LIMIT {
             self.flush(ctx);
         }
@@ -284,18 +280,14 @@ impl PresenceServer {
             .filter(|(_, e)| e.online && e.sockets == 0 && now - e.last_seen >= self.timeout)
             .map(|(id, _)| *id)
             .collect();
-        let mut gone = 0;
-        for user in stale {
-            self.transition(user, false, Reason::Timeout, now, ctx);
-            gone += 1;
-            // A heartbeat noted after `absorb` above: the user was not silent after all.
-            if let Some(at) = self.board.set(user, false) {
-                self.touch(user, Reason::Heartbeat, at, ctx);
-            }
+        for user in &stale {
+            // A heartbeat noted after `absorb` above stays on the board and brings the
+            // user back at the next look, as a `heartbeat` after this `timeout`.
+            self.transition(*user, false, Reason::Timeout, now, ctx);
         }
         // Forget offline users with no sockets: they come back through `touch`.
         self.users.retain(|_, e| e.online || e.sockets > 0);
-        gone
+        stale.len()
     }
 
     /// Takes everything not yet written: transitions in order, then the newest `last_seen`
@@ -458,6 +450,8 @@ impl Handler<GoOffline> for PresenceServer {
         if msg.keep_online {
             return;
         }
+        // Heartbeats noted before the logout count before it, not after.
+        self.absorb(ctx);
         if self.users.get(&msg.user).is_some_and(|e| e.online) {
             self.transition(msg.user, false, msg.reason, crate::time::now(), ctx);
         }
@@ -581,10 +575,11 @@ mod tests {
         // The newest time is kept, once.
         assert_eq!(board.take(), HashMap::from([(u, t1)]));
         assert!(board.take().is_empty());
-        // Going offline hands back what was noted since the last look, and stops noting.
+        // Going offline stops noting but keeps what was noted (a heartbeat that raced
+        // with the timeout brings the user back).
         assert!(board.note(u, t1));
-        assert_eq!(board.set(u, false), Some(t1));
-        assert!(!board.note(u, t1));
-        assert!(board.take().is_empty());
+        board.set(u, false);
+        assert!(!board.note(u, t0));
+        assert_eq!(board.take(), HashMap::from([(u, t1)]));
     }
 }
