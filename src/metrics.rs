@@ -16,6 +16,7 @@ pub struct Metrics {
     pub ws_bad_frames: IntCounter,
     pub ws_rate_limited: IntCounter,
     pub ws_slow_closed: IntCounter,
+    pub ws_gaps_filled: IntCounter,
     pub ws_stats_coalesced: IntCounter,
     pub broadcast_fanout: Histogram,
     pub presence_transitions: IntCounterVec,
@@ -86,6 +87,11 @@ impl Metrics {
             ws_bad_frames: counter(&r, "ws_bad_frames_total", "Frames refused as malformed"),
             ws_rate_limited: counter(&r, "ws_rate_limited_total", "Frames over the rate limit"),
             ws_slow_closed: counter(&r, "ws_slow_closed_total", "Sockets closed with 4029"),
+            ws_gaps_filled: counter(
+                &r,
+                "ws_gaps_filled_total",
+                "Gaps in a socket's chat stream filled from storage",
+            ),
             ws_stats_coalesced: counter(
                 &r,
                 "ws_stats_coalesced_total",

@@ -427,6 +427,24 @@ pub async fn join(
         .await
 }
 
+/// The stored messages of a conversation after `after` up to `upto` (both seqs), oldest
+/// first: what a joined socket fills a gap in its live stream with. The caller has
+/// already joined the conversation's room (participants only).
+pub async fn between(
+    state: &AppState,
+    conversation: ConversationId,
+    after: i64,
+    upto: i64,
+) -> AppResult<Vec<Message>> {
+    state
+        .db
+        .read(move |c| {
+            let rows = crate::db::chat::range(c, conversation, after, upto)?;
+            render(c, rows)
+        })
+        .await
+}
+
 fn validate(req: &SendMessage) -> AppResult<()> {
     let n = req.content.chars().count();
     if n == 0 || n > CONTENT_MAX {

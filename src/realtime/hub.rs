@@ -382,9 +382,10 @@ impl Handler<Deliver> for Hub {
         let Some(members) = self.rooms.get(&msg.room) else {
             return;
         };
-        // A single frame skips its sender here; in a batch, each session skips its own.
+        // A single event skips its sender here. Chat frames reach the sending socket too:
+        // its own messages move its place in the conversation (`ordering`), unsent.
         let skip = match &*msg.frames {
-            [only] => only.skip,
+            [only] if !matches!(only.kind, FrameKind::Chat { .. }) => only.skip,
             _ => None,
         };
         let targets: Vec<SessionId> = members

@@ -2,6 +2,7 @@
 
 pub mod dispatch;
 pub mod hub;
+pub mod ordering;
 pub mod presence;
 pub mod protocol;
 pub mod rooms;

@@ -16,7 +16,8 @@ use actix_web_actors::ws;
 use serde_json::Value;
 
 use super::dispatch::{self, Outcome};
-use super::hub::{Connect, Disconnect, FrameKind, Outbound, SessionId, SetToken, ToSession};
+use super::hub::{Connect, Disconnect, Outbound, SessionId, SetToken, ToSession};
+use super::ordering::{self, Gap, Streams};
 use super::protocol::{self, ClientFrame, Incoming, ServerFrame};
 use crate::auth::AuthUser;
 use crate::db::ConversationId;
@@ -93,12 +94,9 @@ pub struct WsSession {
     refused: u32,
     inbound: VecDeque<Incoming>,
     busy: bool,
-    /// Conversations being joined: their live frames wait here until the join's reply
-    /// (with the missed messages) has been sent.
-    joining: HashMap<ConversationId, Vec<Outbound>>,
-    /// Highest seq sent per joined conversation: repeats are dropped, so each socket sees
-    /// every message once and in order.
-    sent_seq: HashMap<ConversationId, i64>,
+    /// What this socket has been sent of each joined conversation: every message it did
+    /// not send itself, once, in seq order, gaps filled from storage.
+    streams: Streams,
     /// Messages submitted and waiting to be stored, oldest first: acked in this order.
     unacked: VecDeque<Unacked>,
     next_ticket: u64,
@@ -123,8 +121,7 @@ impl WsSession {
             refused: 0,
             inbound: VecDeque::new(),
             busy: false,
-            joining: HashMap::new(),
-            sent_seq: HashMap::new(),
+            streams: Streams::default(),
             unacked: VecDeque::new(),
             next_ticket: 0,
             expiry_timers: Vec::new(),
@@ -292,11 +289,16 @@ impl WsSession {
             let e = AppError::RateLimited("too many frames waiting".into());
             return self.send_error(ctx, &e, incoming.reference.as_ref());
         }
-        if let ClientFrame::JoinConversation {
-            conversation_id, ..
-        } = &incoming.frame
-        {
-            self.joining.entry(*conversation_id).or_default();
+        match &incoming.frame {
+            ClientFrame::JoinConversation {
+                conversation_id, ..
+            } => self.streams.begin_join(*conversation_id),
+            ClientFrame::SendMessage {
+                conversation_id,
+                client_msg_id,
+                ..
+            } => self.streams.note_own(*conversation_id, client_msg_id),
+            _ => {}
         }
         self.inbound.push_back(incoming);
         self.process_next(ctx);
@@ -344,7 +346,6 @@ impl WsSession {
             conversation_id, ..
         } = &incoming.frame
         {
-            let buffered = self.joining.remove(conversation_id).unwrap_or_default();
             if let Ok(Outcome::Joined {
                 reply,
                 notice,
@@ -356,12 +357,12 @@ impl WsSession {
                 if let Some(notice) = notice {
                     self.send(ctx, notice, reference);
                 }
-                self.sent_seq.insert(*conversation, *last_seq);
-                for frame in buffered {
-                    self.forward(ctx, frame);
-                }
+                let waited = self.streams.joined(*conversation, *last_seq);
+                self.deliver(ctx, waited);
                 return;
             }
+            let waited = self.streams.join_failed(*conversation_id);
+            self.deliver(ctx, waited);
         }
         match res {
             Ok(Outcome::Reply(frame)) => self.send(ctx, &frame, reference),
@@ -370,7 +371,7 @@ impl WsSession {
                 reply,
                 conversation,
             }) => {
-                self.sent_seq.remove(&conversation);
+                self.streams.left(conversation);
                 self.send(ctx, &reply, reference);
             }
             Ok(Outcome::Submitted(pending)) => {
@@ -426,8 +427,8 @@ impl WsSession {
             };
             match res {
                 Ok(message) => {
-                    let last = self.sent_seq.entry(message.conversation_id).or_insert(0);
-                    *last = (*last).max(message.seq);
+                    // The live stream, not the ack, moves this socket's cursor: an ack
+                    // may overtake another sender's earlier message still on its way.
                     let reply = ServerFrame::MessageAck {
                         client_msg_id: message.client_msg_id.clone(),
                         message,
@@ -440,24 +441,64 @@ impl WsSession {
         self.process_next(ctx);
     }
 
-    /// Sends a frame from the hub, keeping chat frames in seq order without repeats.
-    fn forward(&mut self, ctx: &mut ws::WebsocketContext<Self>, frame: Outbound) {
-        if let FrameKind::Chat { conversation, seq } = frame.kind {
-            if let Some(buffer) = self.joining.get_mut(&conversation) {
-                if buffer.len() >= self.state.config.ws_queue {
+    /// Sends frames from the hub: chat frames in seq order without repeats, a gap
+    /// filled from storage before anything after it.
+    fn deliver(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        frames: impl IntoIterator<Item = Outbound>,
+    ) {
+        let mut out = Vec::new();
+        let max_waiting = self.state.config.ws_queue;
+        for frame in frames {
+            match self.streams.accept(self.id, frame, max_waiting, &mut out) {
+                Ok(None) => {}
+                Ok(Some(gap)) => self.fill(ctx, gap),
+                Err(ordering::Overflow) => {
                     return self.close(ctx, CLOSE_TOO_SLOW, "too slow to keep up");
                 }
-                buffer.push(frame);
-                return;
-            }
-            if let Some(last) = self.sent_seq.get_mut(&conversation) {
-                if seq <= *last {
-                    return;
-                }
-                *last = seq;
             }
         }
-        ctx.text(frame.text);
+        for text in out {
+            ctx.text(text);
+        }
+    }
+
+    /// Loads a gap's messages from storage; what waited behind it follows.
+    fn fill(&mut self, ctx: &mut ws::WebsocketContext<Self>, gap: Gap) {
+        let Some(user) = self.auth.as_ref().map(|u| u.id) else {
+            return;
+        };
+        log::warn!(
+            "session {}: seqs {}..={} of conversation {} missing from the live stream: filling from storage",
+            self.id.0,
+            gap.after + 1,
+            gap.upto,
+            gap.conversation
+        );
+        self.state.metrics.ws_gaps_filled.inc();
+        let state = self.state.clone();
+        let load = async move {
+            if !ordering::fillable(&gap) {
+                return None;
+            }
+            match crate::domain::chat::between(&state, gap.conversation, gap.after, gap.upto).await
+            {
+                Ok(messages) => Some(messages),
+                Err(e) => {
+                    log::error!("filling a gap of conversation {}: {e}", gap.conversation);
+                    None
+                }
+            }
+        };
+        ctx.spawn(load.into_actor(self).map(move |messages, act, ctx| {
+            let mut out = Vec::new();
+            let waited = act.streams.filled(gap, user, messages, &mut out);
+            for text in out {
+                ctx.text(text);
+            }
+            act.deliver(ctx, waited);
+        }));
     }
 }
 
@@ -497,12 +538,7 @@ impl Handler<ToSession> for WsSession {
 
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
         match msg {
-            ToSession::Frames(frames) => {
-                let me = Some(self.id);
-                for frame in frames.iter().filter(|f| f.skip != me) {
-                    self.forward(ctx, frame.clone());
-                }
-            }
+            ToSession::Frames(frames) => self.deliver(ctx, frames.iter().cloned()),
             ToSession::Close { code, reason } => self.close(ctx, code, &reason),
         }
     }

@@ -347,6 +347,40 @@ impl Ws {
         self.send_raw(&json!({"type": kind, "ref": reference, "payload": payload}).to_string());
     }
 
+    /// How long one read waits for a frame (100 ms unless changed).
+    pub fn set_read_timeout(&mut self, wait: Duration) {
+        if let MaybeTlsStream::Plain(s) = self.socket.get_ref() {
+            s.set_read_timeout(Some(wait)).unwrap();
+        }
+    }
+
+    /// One read: the next text frame if one arrives within the read timeout.
+    pub fn try_next(&mut self) -> Option<Value> {
+        if self.closed.is_some() {
+            return None;
+        }
+        match self.socket.read() {
+            Ok(Message::Text(t)) => Some(serde_json::from_str(&t).expect("server sends JSON")),
+            Ok(Message::Close(frame)) => {
+                self.closed = Some(frame.map(|f| u16::from(f.code)).unwrap_or(1005));
+                None
+            }
+            Ok(_) => None,
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
+            }
+            Err(_) => {
+                self.closed.get_or_insert(1006);
+                None
+            }
+        }
+    }
+
     /// The next text frame within `wait`, or None (also None once closed).
     pub fn next_within(&mut self, wait: Duration) -> Option<Value> {
         let deadline = Instant::now() + wait;

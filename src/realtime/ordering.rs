@@ -1,0 +1,304 @@
+//! Per-socket order of chat messages: what one socket has been sent of each conversation
+//! it joined, so that it gets every message it did not send itself exactly once and in
+//! `seq` order (PROTOCOL §4, "Delivery").
+//!
+//! The live stream alone moves a conversation's cursor. The socket's own messages travel
+//! in the stream too (marked with its session id), so they move the cursor without being
+//! sent; acks never touch it, which is why an ack that overtakes another sender's message
+//! can no longer hide that message. A frame further ahead than the next `seq` is a gap:
+//! it and everything after it wait while the session fills the gap from storage, or tells
+//! the client `resync_required` when that is not possible.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use bytestring::ByteString;
+
+use super::hub::{FrameKind, Outbound, SessionId};
+use super::protocol::ServerFrame;
+use crate::db::{ConversationId, UserId};
+use crate::domain::chat::{Message, RECOVERY_MAX};
+use crate::error::ErrorBody;
+
+/// How many of its own `client_msg_id`s a socket remembers, to leave them out of a fill.
+const OWN_REMEMBERED: usize = 4096;
+
+/// A gap to fill from storage: messages after `after` up to `upto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gap {
+    pub conversation: ConversationId,
+    pub after: i64,
+    pub upto: i64,
+}
+
+/// More frames waited behind a join or a fill than the socket may queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+/// The chat streams of one socket.
+#[derive(Default)]
+pub struct Streams {
+    /// Highest `seq` accounted for, per joined conversation.
+    cursors: HashMap<ConversationId, i64>,
+    /// Conversations being joined or filled: their live frames wait here, in order.
+    waiting: HashMap<ConversationId, Vec<Outbound>>,
+    /// Gaps being filled (the `after` each fill started from).
+    filling: HashMap<ConversationId, i64>,
+    /// `client_msg_id`s this socket sent, oldest first, for leaving them out of a fill.
+    own: HashSet<(ConversationId, String)>,
+    own_order: VecDeque<(ConversationId, String)>,
+}
+
+impl Streams {
+    /// A join is under way: live frames of the conversation wait for its reply.
+    pub fn begin_join(&mut self, conversation: ConversationId) {
+        self.waiting.entry(conversation).or_default();
+        self.filling.remove(&conversation);
+    }
+
+    /// The join's reply is sent; it covered everything up to `last_seq`. Answers the
+    /// frames that waited, to be passed to [`Streams::accept`] again.
+    pub fn joined(&mut self, conversation: ConversationId, last_seq: i64) -> Vec<Outbound> {
+        self.cursors.insert(conversation, last_seq);
+        self.waiting.remove(&conversation).unwrap_or_default()
+    }
+
+    /// The join failed: frames that waited are dropped with it (the socket is not in the
+    /// room unless an earlier join put it there).
+    pub fn join_failed(&mut self, conversation: ConversationId) -> Vec<Outbound> {
+        if self.filling.contains_key(&conversation) || self.cursors.contains_key(&conversation) {
+            return Vec::new();
+        }
+        self.waiting.remove(&conversation).unwrap_or_default()
+    }
+
+    pub fn left(&mut self, conversation: ConversationId) {
+        self.cursors.remove(&conversation);
+        self.waiting.remove(&conversation);
+        self.filling.remove(&conversation);
+    }
+
+    /// This socket is sending a message with this id.
+    pub fn note_own(&mut self, conversation: ConversationId, client_msg_id: &str) {
+        let key = (conversation, client_msg_id.to_string());
+        if self.own.insert(key.clone()) {
+            self.own_order.push_back(key);
+            if self.own_order.len() > OWN_REMEMBERED {
+                if let Some(old) = self.own_order.pop_front() {
+                    self.own.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Takes one frame from the hub: pushes what to send now onto `out`. Answers the gap
+    /// to fill when this frame is ahead of the next `seq` (it then waits, with everything
+    /// after it in that conversation), or [`Overflow`] when too many frames wait.
+    pub fn accept(
+        &mut self,
+        me: SessionId,
+        frame: Outbound,
+        max_waiting: usize,
+        out: &mut Vec<ByteString>,
+    ) -> Result<Option<Gap>, Overflow> {
+        let FrameKind::Chat { conversation, seq } = frame.kind else {
+            if frame.skip != Some(me) {
+                out.push(frame.text);
+            }
+            return Ok(None);
+        };
+        if let Some(waiting) = self.waiting.get_mut(&conversation) {
+            if waiting.len() >= max_waiting {
+                return Err(Overflow);
+            }
+            waiting.push(frame);
+            return Ok(None);
+        }
+        let Some(cursor) = self.cursors.get_mut(&conversation) else {
+            // Not joined on this socket (a delivery raced with a leave): nothing to keep.
+            return Ok(None);
+        };
+        if seq <= *cursor {
+            return Ok(None);
+        }
+        if seq > *cursor + 1 {
+            let gap = Gap {
+                conversation,
+                after: *cursor,
+                upto: seq - 1,
+            };
+            self.waiting.insert(conversation, vec![frame]);
+            self.filling.insert(conversation, gap.after);
+            return Ok(Some(gap));
+        }
+        *cursor = seq;
+        if frame.skip != Some(me) {
+            out.push(frame.text);
+        }
+        Ok(None)
+    }
+
+    /// A fill finished: pushes the stored messages this socket did not send (or
+    /// `resync_required` when they could not all be had) onto `out`, moves the cursor past
+    /// the gap, and answers the frames that waited, to be passed to `accept` again.
+    /// A fill overtaken by a leave or a new join is ignored.
+    pub fn filled(
+        &mut self,
+        gap: Gap,
+        user: UserId,
+        messages: Option<Vec<Message>>,
+        out: &mut Vec<ByteString>,
+    ) -> Vec<Outbound> {
+        if self.filling.get(&gap.conversation) != Some(&gap.after)
+            || self.cursors.get(&gap.conversation) != Some(&gap.after)
+        {
+            return Vec::new();
+        }
+        self.filling.remove(&gap.conversation);
+        let mut next = gap.after + 1;
+        for message in messages.unwrap_or_default() {
+            if message.seq != next {
+                break;
+            }
+            next += 1;
+            let own = message.sender_id == user
+                && self
+                    .own
+                    .contains(&(gap.conversation, message.client_msg_id.clone()));
+            if !own {
+                out.push(ServerFrame::NewMessage { message }.encode(None));
+            }
+        }
+        if next <= gap.upto {
+            out.push(resync_notice(gap.conversation).encode(None));
+        }
+        self.cursors.insert(gap.conversation, gap.upto);
+        self.waiting.remove(&gap.conversation).unwrap_or_default()
+    }
+}
+
+/// Whether a gap is small enough to fill from storage rather than announce.
+pub fn fillable(gap: &Gap) -> bool {
+    gap.upto - gap.after <= RECOVERY_MAX
+}
+
+/// `resync_required` for a conversation whose messages this socket could not all be sent.
+pub fn resync_notice(conversation: ConversationId) -> ServerFrame {
+    ServerFrame::Error(ErrorBody {
+        code: "resync_required",
+        message: format!(
+            "messages of conversation {conversation} were missed: reload its history or rejoin with since_seq"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: SessionId = SessionId(1);
+    const OTHER: SessionId = SessionId(2);
+    const C: ConversationId = ConversationId(7);
+
+    fn frame(seq: i64, from: SessionId) -> Outbound {
+        Outbound {
+            text: format!("m{seq}").into(),
+            kind: FrameKind::Chat {
+                conversation: C,
+                seq,
+            },
+            skip: Some(from),
+        }
+    }
+
+    fn accept_all(s: &mut Streams, frames: Vec<Outbound>) -> (Vec<String>, Option<Gap>) {
+        let mut out = Vec::new();
+        let mut gap = None;
+        for f in frames {
+            if let Some(g) = s.accept(ME, f, 100, &mut out).unwrap() {
+                gap = Some(g);
+            }
+        }
+        (out.iter().map(|t| t.to_string()).collect(), gap)
+    }
+
+    #[test]
+    fn own_frames_move_the_cursor_without_being_sent() {
+        let mut s = Streams::default();
+        s.begin_join(C);
+        assert!(s.joined(C, 0).is_empty());
+        let (out, gap) = accept_all(
+            &mut s,
+            vec![
+                frame(1, OTHER),
+                frame(2, ME),
+                frame(3, OTHER),
+                frame(3, OTHER),
+            ],
+        );
+        assert_eq!(out, ["m1", "m3"]);
+        assert_eq!(gap, None);
+    }
+
+    #[test]
+    fn a_gap_waits_for_its_fill_and_then_everything_follows_in_order() {
+        let mut s = Streams::default();
+        s.begin_join(C);
+        s.joined(C, 0);
+        s.note_own(C, "mine");
+        let (out, gap) = accept_all(
+            &mut s,
+            vec![frame(1, OTHER), frame(4, OTHER), frame(5, OTHER)],
+        );
+        assert_eq!(out, ["m1"]);
+        let gap = gap.expect("a gap after 1");
+        assert_eq!((gap.after, gap.upto), (1, 3));
+        let msg = |seq: i64, cmid: &str| Message {
+            id: crate::db::MessageId(seq),
+            conversation_id: C,
+            seq,
+            sender_id: UserId(1),
+            content: "x".into(),
+            attachment: None,
+            client_msg_id: cmid.into(),
+            created_at: chrono::Utc::now(),
+        };
+        let mut out = Vec::new();
+        let rest = s.filled(
+            gap,
+            UserId(1),
+            Some(vec![msg(2, "a"), msg(3, "mine")]),
+            &mut out,
+        );
+        assert_eq!(out.len(), 1, "seq 2 sent, seq 3 (own) left out");
+        assert!(out[0].contains("\"seq\":2"));
+        let (out, gap) = accept_all(&mut s, rest);
+        assert_eq!(out, ["m4", "m5"]);
+        assert_eq!(gap, None);
+    }
+
+    #[test]
+    fn a_fill_that_cannot_be_had_announces_resync_and_moves_on() {
+        let mut s = Streams::default();
+        s.begin_join(C);
+        s.joined(C, 0);
+        let (_, gap) = accept_all(&mut s, vec![frame(3, OTHER)]);
+        let mut out = Vec::new();
+        let rest = s.filled(gap.unwrap(), UserId(1), None, &mut out);
+        assert!(out[0].contains("resync_required"));
+        let (out, _) = accept_all(&mut s, rest);
+        assert_eq!(out, ["m3"]);
+    }
+
+    #[test]
+    fn a_fill_overtaken_by_a_rejoin_is_ignored() {
+        let mut s = Streams::default();
+        s.begin_join(C);
+        s.joined(C, 0);
+        let (_, gap) = accept_all(&mut s, vec![frame(3, OTHER)]);
+        s.begin_join(C);
+        s.joined(C, 3);
+        let mut out = Vec::new();
+        assert!(s.filled(gap.unwrap(), UserId(1), None, &mut out).is_empty());
+        assert!(out.is_empty());
+    }
+}
