@@ -111,7 +111,13 @@ pub async fn start(config: Config) -> AppResult<Started> {
     // The hub and presence know each other: create presence's address first.
     let presence_ctx = Context::<PresenceServer>::new();
     let presence = presence_ctx.address();
-    let hub = Hub::new(Arc::new(HubPresence(presence.clone())), metrics.clone()).start();
+    let hub = Hub::new(
+        Arc::new(HubPresence(presence.clone())),
+        metrics.clone(),
+        directory.clone(),
+        config.ws_max_per_user,
+    )
+    .start();
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
     let seen = Arc::new(SeenBoard::default());
     let presence_actor = PresenceServer::new(

@@ -45,6 +45,15 @@ pub struct Config {
     pub ws_max_frame: usize,
     /// Bound of each socket's outbound queue, in frames.
     pub ws_queue: usize,
+    /// Unsent output one socket may have queued, in bytes (mailbox and write buffer).
+    pub ws_max_buffer_bytes: usize,
+    /// Open sockets per user (0: no cap).
+    pub ws_max_per_user: usize,
+    /// Sockets one address may have open before they authenticate.
+    pub ws_max_unauthenticated_per_addr: usize,
+    /// How long a socket being closed by the server may take to flush before its
+    /// connection is cut.
+    pub ws_close_grace: Duration,
     pub ws_ping_interval: Duration,
     pub ws_idle_timeout: Duration,
     pub ws_auth_timeout: Duration,
@@ -247,6 +256,11 @@ impl Config {
             allowed_origins,
             ws_max_frame: src.parse("SPOTTER_WS_MAX_FRAME_BYTES", 64 * 1024)?,
             ws_queue,
+            ws_max_buffer_bytes: src.parse("SPOTTER_WS_MAX_BUFFER_BYTES", 1_048_576)?,
+            ws_max_per_user: src.parse("SPOTTER_WS_MAX_PER_USER", 32)?,
+            ws_max_unauthenticated_per_addr: src
+                .parse("SPOTTER_WS_MAX_UNAUTHENTICATED_PER_ADDR", 64)?,
+            ws_close_grace: src.secs("SPOTTER_WS_CLOSE_GRACE_SECS", 5)?,
             ws_ping_interval: src.secs("SPOTTER_WS_PING_SECS", 25)?,
             ws_idle_timeout: src.secs("SPOTTER_WS_IDLE_SECS", 60)?,
             ws_auth_timeout: src.secs("SPOTTER_WS_AUTH_TIMEOUT_SECS", 10)?,

@@ -15,6 +15,10 @@ pub struct Claims {
     pub jti: String,
     pub iat: i64,
     pub exp: i64,
+    /// The user's token generation when issued (an addition to PROTOCOL §2's claims);
+    /// tokens from before this claim existed count as generation 0.
+    #[serde(default)]
+    pub gen: i64,
 }
 
 impl Claims {
@@ -44,7 +48,13 @@ impl JwtKeys {
     }
 
     /// Issues an access token; returns it with its claims.
-    pub fn issue(&self, user: UserId, role: &str, ttl_secs: i64) -> AppResult<(String, Claims)> {
+    pub fn issue(
+        &self,
+        user: UserId,
+        role: &str,
+        gen: i64,
+        ttl_secs: i64,
+    ) -> AppResult<(String, Claims)> {
         let now = chrono::Utc::now().timestamp();
         let claims = Claims {
             sub: user.0.to_string(),
@@ -52,6 +62,7 @@ impl JwtKeys {
             jti: uuid::Uuid::new_v4().simple().to_string(),
             iat: now,
             exp: now + ttl_secs,
+            gen,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| AppError::internal(format!("jwt encode: {e}")))?;

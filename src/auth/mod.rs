@@ -25,28 +25,45 @@ pub struct AuthUser {
     pub jti: String,
     /// Token expiry, Unix seconds.
     pub exp: i64,
+    /// The token generation it was issued in.
+    pub gen: i64,
 }
 
 impl AuthUser {
-    /// Checks a bearer token (signature, expiry, revocation, account status).
+    /// Checks a bearer token (signature, expiry, revocation, generation, account status).
     pub fn from_token(state: &AppState, token: &str) -> AppResult<AuthUser> {
         let claims = state.jwt.verify(token)?;
-        if state.revoked.is_revoked(&claims.jti) {
-            return Err(AppError::unauthorized());
-        }
         let id = claims.user_id().ok_or_else(AppError::unauthorized)?;
-        let (role, status) = state
-            .directory
-            .access(id)
-            .ok_or_else(AppError::unauthorized)?;
-        if !status.is_active() {
-            return Err(AppError::AccountInactive);
-        }
-        Ok(AuthUser {
+        AuthUser {
             id,
-            role,
+            role: Role::Member,
             jti: claims.jti,
             exp: claims.exp,
+            gen: claims.gen,
+        }
+        .recheck(state)
+    }
+
+    /// The same caller as now known: refused if the token was revoked or belongs to an
+    /// earlier generation, or the account is no longer active; the role is the current
+    /// one. A socket runs this before every frame, so no right outlives its removal.
+    pub fn recheck(&self, state: &AppState) -> AppResult<AuthUser> {
+        if state.revoked.is_revoked(&self.jti) {
+            return Err(AppError::unauthorized());
+        }
+        let access = state
+            .directory
+            .access(self.id)
+            .ok_or_else(AppError::unauthorized)?;
+        if !access.status.is_active() {
+            return Err(AppError::AccountInactive);
+        }
+        if access.token_gen != self.gen {
+            return Err(AppError::unauthorized());
+        }
+        Ok(AuthUser {
+            role: access.role,
+            ..self.clone()
         })
     }
 

@@ -48,7 +48,9 @@ fn issue_pair(
     family: &str,
 ) -> AppResult<(String, String)> {
     let access_ttl = state.config.access_ttl.as_secs() as i64;
-    let (access, claims) = state.jwt.issue(user.id, &user.role, access_ttl)?;
+    let (access, claims) = state
+        .jwt
+        .issue(user.id, &user.role, user.token_gen, access_ttl)?;
     let refresh = new_refresh_token();
     let now = crate::time::now();
     q::insert_refresh(

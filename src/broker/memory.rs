@@ -54,6 +54,7 @@ impl Broker for MemoryBroker {
             BrokerEvent::Deliver(m) => enqueue(&self.hub, m),
             BrokerEvent::CloseUser(m) => enqueue(&self.hub, m),
             BrokerEvent::CloseTokens(m) => enqueue(&self.hub, m),
+            BrokerEvent::RecheckUser(m) => enqueue(&self.hub, m),
         }
     }
 }

@@ -7,7 +7,7 @@ pub mod memory;
 
 use futures_util::future::BoxFuture;
 
-use crate::realtime::hub::{CloseTokens, CloseUser, Deliver};
+use crate::realtime::hub::{CloseTokens, CloseUser, Deliver, RecheckUser};
 
 /// One event for every instance's hub.
 #[derive(Debug, Clone)]
@@ -15,6 +15,7 @@ pub enum BrokerEvent {
     Deliver(Deliver),
     CloseUser(CloseUser),
     CloseTokens(CloseTokens),
+    RecheckUser(RecheckUser),
 }
 
 /// Publishes events to every instance (this one included).

@@ -12,6 +12,7 @@ diesel::table! {
         last_seen -> Nullable<Timestamp>,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        token_gen -> BigInt,
     }
 }
 

@@ -22,6 +22,9 @@ pub struct UserRow {
     pub last_seen: Option<NaiveDateTime>,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// Access tokens of another generation are refused (PROTOCOL §2: a password change,
+    /// suspension or ban revokes every token issued before it).
+    pub token_gen: i64,
 }
 
 /// Insert form of `users`.
@@ -45,6 +48,7 @@ pub struct UserUpdate {
     pub role: Option<String>,
     pub display_name: Option<String>,
     pub password_hash: Option<String>,
+    pub token_gen: Option<i64>,
     pub updated_at: NaiveDateTime,
 }
 
@@ -97,6 +101,92 @@ pub fn update(conn: &mut Conn, id: UserId, upd: &UserUpdate) -> AppResult<Option
         .get_result(c)
         .optional())?)
 }
+
+/// Why a user update was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpdateRefused {
+    /// It would leave no active admin.
+    LastAdmin,
+}
+
+/// A user before and after an update.
+pub struct Updated {
+    pub before: UserRow,
+    pub after: UserRow,
+}
+
+/// Updates a user in one transaction that admin changes are serialized by, so that two
+/// admins demoted at once cannot both pass the last-admin check. With `new_generation`,
+/// the user's token generation moves on and their refresh tokens are deleted: every token
+/// issued before is refused from then on.
+pub fn update_checked(
+    conn: &mut Conn,
+    id: UserId,
+    upd: &UserUpdate,
+    new_generation: bool,
+) -> AppResult<Option<Result<Updated, UpdateRefused>>> {
+    macro_rules! body {
+        ($c:ident) => {{
+            let Some(before) = users::table
+                .find(id)
+                .select(UserRow::as_select())
+                .first($c)
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let is_active_admin = |role: &str, status: &str| role == "admin" && status == "active";
+            let role = upd.role.as_deref().unwrap_or(&before.role);
+            let status = upd
+                .account_status
+                .as_deref()
+                .unwrap_or(&before.account_status);
+            if is_active_admin(&before.role, &before.account_status)
+                && !is_active_admin(role, status)
+            {
+                let admins: i64 = users::table
+                    .filter(users::role.eq("admin"))
+                    .filter(users::account_status.eq("active"))
+                    .count()
+                    .get_result($c)?;
+                if admins <= 1 {
+                    return Ok(Some(Err(UpdateRefused::LastAdmin)));
+                }
+            }
+            let mut upd = upd.clone();
+            if new_generation {
+                upd.token_gen = Some(before.token_gen + 1);
+                diesel::delete(refresh_tokens::table.filter(refresh_tokens::user_id.eq(id)))
+                    .execute($c)?;
+            }
+            let after = diesel::update(users::table.find(id))
+                .set(&upd)
+                .returning(UserRow::as_returning())
+                .get_result($c)?;
+            Ok(Some(Ok(Updated { before, after })))
+        }};
+    }
+    match conn {
+        Conn::Sqlite(pooled) => {
+            // BEGIN IMMEDIATE: SQLite's one writer serializes these transactions.
+            let c: &mut diesel::SqliteConnection = pooled;
+            c.immediate_transaction::<_, crate::error::AppError, _>(|c| body!(c))
+        }
+        Conn::Pg(pooled) => {
+            let c: &mut diesel::PgConnection = pooled;
+            c.transaction::<_, crate::error::AppError, _>(|c| {
+                // Every user update takes this lock, so the admin count it reads cannot
+                // change under it until it commits.
+                diesel::sql_query(format!("SELECT pg_advisory_xact_lock({USER_UPDATE_LOCK})"))
+                    .execute(c)?;
+                body!(c)
+            })
+        }
+    }
+}
+
+/// The PostgreSQL advisory lock that user updates take (an arbitrary, fixed key).
+const USER_UPDATE_LOCK: i64 = 0x5350_4f54_5553; // "SPOTUS"
 
 /// One presence change, for the write-behind flush.
 #[derive(Debug, Clone)]

@@ -17,6 +17,15 @@ pub struct DirEntry {
     pub display_name: String,
     pub role: Role,
     pub status: AccountStatus,
+    pub token_gen: i64,
+}
+
+/// What every request and socket frame is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access {
+    pub role: Role,
+    pub status: AccountStatus,
+    pub token_gen: i64,
 }
 
 impl DirEntry {
@@ -27,6 +36,7 @@ impl DirEntry {
             display_name: row.display_name.clone(),
             role: Role::parse(&row.role).unwrap_or(Role::Member),
             status: AccountStatus::parse(&row.account_status).unwrap_or(AccountStatus::Inactive),
+            token_gen: row.token_gen,
         }
     }
 }
@@ -54,13 +64,18 @@ impl Directory {
             .cloned()
     }
 
-    /// Role and status only: the per-request check, without cloning names.
-    pub fn access(&self, id: UserId) -> Option<(Role, AccountStatus)> {
+    /// Role, status and token generation only: the per-request check, without cloning
+    /// names.
+    pub fn access(&self, id: UserId) -> Option<Access> {
         self.users
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
-            .map(|e| (e.role, e.status))
+            .map(|e| Access {
+                role: e.role,
+                status: e.status,
+                token_gen: e.token_gen,
+            })
     }
 
     /// Display name of a user, or an empty string for an unknown id.

@@ -4,9 +4,14 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::db::users::{NewUser, UserRow, UserUpdate};
+use crate::broker::BrokerEvent;
+use crate::db::users::{NewUser, UpdateRefused, Updated, UserRow, UserUpdate};
 use crate::db::{Conn, UserId};
 use crate::error::{AppError, AppResult};
+use crate::realtime::hub::{CloseUser, RecheckUser};
+use crate::realtime::presence::{GoOffline, Reason};
+use crate::realtime::protocol::{CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED};
+use crate::state::AppState;
 
 /// A user's role (PROTOCOL §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -287,6 +292,82 @@ pub fn prepare_update(patch: &PatchUser) -> AppResult<UserUpdate> {
             }
             None => None,
         },
+        token_gen: None,
         updated_at: crate::time::to_db(crate::time::now()),
     })
+}
+
+/// `PATCH /api/users/{id}`: applies an admin's change and makes it reach every live
+/// socket and token at once (PROTOCOL §2):
+/// - a password change, suspension or ban moves the user's token generation, so every
+///   access and refresh token issued before is refused (reactivation revives none);
+/// - made non-active: sockets closed with 4003 and the user offline; new password:
+///   sockets closed with 4001;
+/// - a role change: every socket leaves the rooms the new role may not be in;
+/// - the last active admin cannot be demoted, suspended or banned (409).
+pub async fn update_user(
+    state: &AppState,
+    by: UserId,
+    id: UserId,
+    patch: PatchUser,
+) -> AppResult<UserRow> {
+    let new_password = patch.password.is_some();
+    let upd = prepare_update_async(patch).await?;
+    let made_inactive = upd
+        .account_status
+        .as_deref()
+        .and_then(AccountStatus::parse)
+        .is_some_and(|s| !s.is_active());
+    let new_generation = new_password || made_inactive;
+    let Updated { before, after } = state
+        .db
+        .write(move |c| crate::db::users::update_checked(c, id, &upd, new_generation))
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?
+        .map_err(|UpdateRefused::LastAdmin| {
+            AppError::Conflict(
+                "the last active admin cannot be demoted, suspended or banned".into(),
+            )
+        })?;
+    state.directory.upsert(&after);
+    let was_active = AccountStatus::parse(&before.account_status).is_some_and(|s| s.is_active());
+    let now_active = AccountStatus::parse(&after.account_status).is_some_and(|s| s.is_active());
+    if was_active && !now_active {
+        log::info!(
+            "user {id} made {} by {by}: closing their sockets",
+            after.account_status
+        );
+        close_sockets(state, id, CLOSE_FORBIDDEN, "account is not active").await;
+        state.presence.do_send(GoOffline {
+            user: id,
+            reason: Reason::AccountStatus,
+            keep_online: false,
+        });
+    } else if after.token_gen != before.token_gen {
+        log::info!("user {id}: password changed by {by}: every earlier token revoked");
+        close_sockets(state, id, CLOSE_UNAUTHORIZED, "credentials changed").await;
+    }
+    if after.role != before.role {
+        log::info!(
+            "user {id}: role {} -> {} by {by}: rechecking their sockets",
+            before.role,
+            after.role
+        );
+        state
+            .broker
+            .publish(BrokerEvent::RecheckUser(RecheckUser { user: id }))
+            .await;
+    }
+    Ok(after)
+}
+
+async fn close_sockets(state: &AppState, user: UserId, code: u16, reason: &str) {
+    state
+        .broker
+        .publish(BrokerEvent::CloseUser(CloseUser {
+            user,
+            code,
+            reason: reason.into(),
+        }))
+        .await;
 }

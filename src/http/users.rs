@@ -6,12 +6,10 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
-use crate::broker::BrokerEvent;
 use crate::db::UserId;
 use crate::domain::users::{self, CreateUser, PatchUser, Role, UserView};
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::CloseUser;
-use crate::realtime::presence::{GoOffline, Reason, Snapshot, Touch};
+use crate::realtime::presence::{Reason, Snapshot, Touch};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -184,36 +182,7 @@ async fn patch_user(
     user.require_admin()?;
     let id = UserId(id.into_inner());
     let patch = body.into_inner();
-    let upd = users::prepare_update_async(patch).await?;
-    let row = state
-        .db
-        .write(move |c| crate::db::users::update(c, id, &upd))
-        .await?
-        .ok_or_else(|| AppError::not_found("user"))?;
-    let before = state.directory.upsert(&row);
-    let now_active =
-        users::AccountStatus::parse(&row.account_status).is_some_and(|s| s.is_active());
-    let was_active = before.is_none_or(|b| b.status.is_active());
-    if was_active && !now_active {
-        log::info!(
-            "user {id} made {} by {}: closing their sockets",
-            row.account_status,
-            user.id
-        );
-        state
-            .broker
-            .publish(BrokerEvent::CloseUser(CloseUser {
-                user: id,
-                code: crate::realtime::session::CLOSE_FORBIDDEN,
-                reason: "account is not active".into(),
-            }))
-            .await;
-        state.presence.do_send(GoOffline {
-            user: id,
-            reason: Reason::AccountStatus,
-            keep_online: false,
-        });
-    }
+    users::update_user(&state, user.id, id, patch).await?;
     Ok(HttpResponse::Ok().json(live_view(&state, id).await?))
 }
 

@@ -43,12 +43,18 @@ pub fn is_dashboard(role: Role) -> bool {
     matches!(role, Role::Staff | Role::Admin | Role::Device)
 }
 
+/// Joins a room; the hub has the last word on whether the user's current role may.
 async fn join(state: &AppState, id: SessionId, room: RoomKey) -> AppResult<()> {
-    state
+    let admitted = state
         .hub
         .send(Join { id, room })
         .await
-        .map_err(|e| AppError::internal(format!("hub: {e}")))
+        .map_err(|e| AppError::internal(format!("hub: {e}")))?;
+    if admitted {
+        Ok(())
+    } else {
+        Err(AppError::forbidden())
+    }
 }
 
 async fn leave(state: &AppState, id: SessionId, room: RoomKey) -> AppResult<()> {

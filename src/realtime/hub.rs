@@ -20,8 +20,12 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytestring::ByteString;
 
+use super::protocol::{
+    ServerFrame, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED,
+};
 use super::rooms::RoomKey;
 use crate::db::{ConversationId, UserId};
+use crate::domain::directory::Directory;
 use crate::metrics::Metrics;
 
 /// A session's id, unique within this instance.
@@ -72,13 +76,16 @@ pub enum ToSession {
     },
 }
 
-/// A session has authenticated: register it.
+/// A session has authenticated: register it. The hub checks the account again here, so
+/// that a suspension or revocation that landed since the token was checked is not missed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {
     pub id: SessionId,
     pub user: UserId,
     pub jti: String,
+    /// The token generation the session authenticated with.
+    pub gen: i64,
     pub addr: Recipient<ToSession>,
 }
 
@@ -89,9 +96,11 @@ pub struct Disconnect {
     pub id: SessionId,
 }
 
-/// Put a session in a room (authorization is the caller's job).
+/// Put a session in a room. Answers false, and leaves it out, when the user's current
+/// role may not be there ([`RoomKey::admits`]); participation in a conversation is the
+/// caller's check.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Join {
     pub id: SessionId,
     pub room: RoomKey,
@@ -169,6 +178,15 @@ pub struct CloseTokens {
     pub reason: String,
 }
 
+/// A user's role, status or token generation changed: their sockets on this instance are
+/// closed (4003 not active, 4001 tokens revoked) or leave every room the current role may
+/// not be in, each told so with the room's leave frame.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct RecheckUser {
+    pub user: UserId,
+}
+
 /// Close every socket (shutdown: 4200). Answers how many were open.
 #[derive(Message)]
 #[rtype(result = "usize")]
@@ -185,12 +203,13 @@ pub struct HasLiveSocket {
     pub except_jti: Option<String>,
 }
 
-/// A session changed its token (`refresh_token` frame).
+/// A session changed its token (`refresh_token` frame); its rooms are checked again.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetToken {
     pub id: SessionId,
     pub jti: String,
+    pub gen: i64,
 }
 
 /// Who the hub told about a user's first socket opening or last socket closing.
@@ -202,6 +221,7 @@ pub trait SocketPresence: Send + Sync {
 struct SessionEntry {
     user: UserId,
     jti: String,
+    gen: i64,
     addr: Recipient<ToSession>,
     rooms: HashSet<RoomKey>,
     /// The newest stats frame that did not fit in the mailbox.
@@ -215,16 +235,92 @@ pub struct Hub {
     users: HashMap<UserId, HashSet<SessionId>>,
     presence: Arc<dyn SocketPresence>,
     metrics: Arc<Metrics>,
+    /// Current roles, statuses and token generations.
+    directory: Arc<Directory>,
+    /// Sockets one user may have open (0: no cap).
+    max_per_user: usize,
+}
+
+/// The frame that tells a session it was taken out of a room.
+fn left_frame(room: RoomKey) -> Option<ServerFrame> {
+    Some(match room {
+        RoomKey::Checkins => ServerFrame::CheckinsUnsubscribed {},
+        RoomKey::Attendance(employee_id) => ServerFrame::AttendanceRoomLeft { employee_id },
+        RoomKey::AttendanceGeneral => ServerFrame::GeneralAttendanceLeft {},
+        RoomKey::Presence => ServerFrame::PresenceUnsubscribed {},
+        RoomKey::Conversation(_) | RoomKey::User(_) => return None,
+    })
 }
 
 impl Hub {
-    pub fn new(presence: Arc<dyn SocketPresence>, metrics: Arc<Metrics>) -> Hub {
+    pub fn new(
+        presence: Arc<dyn SocketPresence>,
+        metrics: Arc<Metrics>,
+        directory: Arc<Directory>,
+        max_per_user: usize,
+    ) -> Hub {
         Hub {
             sessions: HashMap::new(),
             rooms: HashMap::new(),
             users: HashMap::new(),
             presence,
             metrics,
+            directory,
+            max_per_user,
+        }
+    }
+
+    fn leave_room(&mut self, id: SessionId, room: RoomKey) -> bool {
+        let was_in = self
+            .sessions
+            .get_mut(&id)
+            .is_some_and(|e| e.rooms.remove(&room));
+        if let Some(members) = self.rooms.get_mut(&room) {
+            members.remove(&id);
+            if members.is_empty() {
+                self.rooms.remove(&room);
+            }
+        }
+        was_in
+    }
+
+    /// Checks one session against its user's current account: closes it, or takes it out
+    /// of the rooms its role no longer admits.
+    fn recheck_session(&mut self, id: SessionId) {
+        let Some(entry) = self.sessions.get(&id) else {
+            return;
+        };
+        let user = entry.user;
+        let access = self.directory.access(user);
+        let Some(access) = access.filter(|a| a.status.is_active()) else {
+            log::info!(
+                "session {} of user {user}: account not active, closing",
+                id.0
+            );
+            return self.close_session(id, CLOSE_FORBIDDEN, "account is not active");
+        };
+        if access.token_gen != entry.gen {
+            log::info!("session {} of user {user}: token revoked, closing", id.0);
+            return self.close_session(id, CLOSE_UNAUTHORIZED, "token revoked");
+        }
+        let denied: Vec<RoomKey> = entry
+            .rooms
+            .iter()
+            .copied()
+            .filter(|room| !room.admits(user, access.role))
+            .collect();
+        for room in denied {
+            self.leave_room(id, room);
+            log::info!(
+                "session {} of user {user} left {room}: not allowed for {}",
+                id.0,
+                access.role.as_str()
+            );
+            if let (Some(frame), Some(entry)) = (left_frame(room), self.sessions.get(&id)) {
+                let batch: Batch = vec![Outbound::new(&frame, FrameKind::Event)].into();
+                // A control notice: it must get through even when the mailbox is full.
+                entry.addr.do_send(ToSession::Frames(batch));
+            }
         }
     }
 
@@ -285,7 +381,7 @@ impl Hub {
                     entry.user
                 );
                 self.metrics.ws_slow_closed.inc();
-                self.close_session(id, 4029, "too slow to keep up");
+                self.close_session(id, CLOSE_TOO_SLOW, "too slow to keep up");
             }
             Err(SendError::Closed(_)) => self.remove_session(id),
         }
@@ -319,6 +415,30 @@ impl Handler<Connect> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
+        let refuse = |code: u16, reason: &str| {
+            msg.addr.do_send(ToSession::Close {
+                code,
+                reason: reason.to_string(),
+            })
+        };
+        match self.directory.access(msg.user) {
+            Some(a) if !a.status.is_active() => {
+                return refuse(CLOSE_FORBIDDEN, "account is not active")
+            }
+            Some(a) if a.token_gen != msg.gen => {
+                return refuse(CLOSE_UNAUTHORIZED, "token revoked")
+            }
+            Some(_) => {}
+            None => return refuse(CLOSE_UNAUTHORIZED, "unknown user"),
+        }
+        let open = self.users.get(&msg.user).map_or(0, HashSet::len);
+        if self.max_per_user > 0 && open >= self.max_per_user {
+            log::warn!(
+                "user {} already has {open} sockets open: refusing another (4008)",
+                msg.user
+            );
+            return refuse(CLOSE_RATE_LIMITED, "too many sockets open for this user");
+        }
         let first = !self.users.contains_key(&msg.user);
         self.users.entry(msg.user).or_default().insert(msg.id);
         let own_room = RoomKey::User(msg.user);
@@ -328,6 +448,7 @@ impl Handler<Connect> for Hub {
             SessionEntry {
                 user: msg.user,
                 jti: msg.jti,
+                gen: msg.gen,
                 addr: msg.addr,
                 rooms: HashSet::from([own_room]),
                 pending_stats: None,
@@ -349,13 +470,19 @@ impl Handler<Disconnect> for Hub {
 }
 
 impl Handler<Join> for Hub {
-    type Result = ();
+    type Result = bool;
 
-    fn handle(&mut self, msg: Join, _: &mut Context<Self>) {
-        if let Some(entry) = self.sessions.get_mut(&msg.id) {
-            entry.rooms.insert(msg.room);
-            self.rooms.entry(msg.room).or_default().insert(msg.id);
+    fn handle(&mut self, msg: Join, _: &mut Context<Self>) -> bool {
+        let Some(entry) = self.sessions.get_mut(&msg.id) else {
+            return false;
+        };
+        let role = self.directory.access(entry.user).map(|a| a.role);
+        if !role.is_some_and(|role| msg.room.admits(entry.user, role)) {
+            return false;
         }
+        entry.rooms.insert(msg.room);
+        self.rooms.entry(msg.room).or_default().insert(msg.id);
+        true
     }
 }
 
@@ -363,14 +490,21 @@ impl Handler<Leave> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
-        if let Some(entry) = self.sessions.get_mut(&msg.id) {
-            entry.rooms.remove(&msg.room);
-        }
-        if let Some(members) = self.rooms.get_mut(&msg.room) {
-            members.remove(&msg.id);
-            if members.is_empty() {
-                self.rooms.remove(&msg.room);
-            }
+        self.leave_room(msg.id, msg.room);
+    }
+}
+
+impl Handler<RecheckUser> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: RecheckUser, _: &mut Context<Self>) {
+        let ids: Vec<SessionId> = self
+            .users
+            .get(&msg.user)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default();
+        for id in ids {
+            self.recheck_session(id);
         }
     }
 }
@@ -470,6 +604,105 @@ impl Handler<SetToken> for Hub {
     fn handle(&mut self, msg: SetToken, _: &mut Context<Self>) {
         if let Some(e) = self.sessions.get_mut(&msg.id) {
             e.jti = msg.jti;
+            e.gen = msg.gen;
         }
+        self.recheck_session(msg.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::users::UserRow;
+
+    struct NoPresence;
+    impl SocketPresence for NoPresence {
+        fn first_socket(&self, _: UserId) {}
+        fn last_socket_closed(&self, _: UserId) {}
+    }
+
+    /// A session stand-in that records what the hub tells it.
+    struct Probe(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+    impl Handler<ToSession> for Probe {
+        type Result = ();
+        fn handle(&mut self, msg: ToSession, _: &mut Context<Self>) {
+            let text = match msg {
+                ToSession::Frames(b) => b.iter().map(|f| f.text.to_string()).collect(),
+                ToSession::Close { code, .. } => format!("close {code}"),
+            };
+            self.0.lock().unwrap().push(text);
+        }
+    }
+
+    fn row(id: i64, role: &str, gen: i64) -> UserRow {
+        let now = chrono::Utc::now().naive_utc();
+        UserRow {
+            id: UserId(id),
+            username: format!("u{id}"),
+            display_name: format!("U {id}"),
+            password_hash: String::new(),
+            role: role.into(),
+            account_status: "active".into(),
+            is_online: false,
+            last_seen: None,
+            created_at: now,
+            updated_at: now,
+            token_gen: gen,
+        }
+    }
+
+    /// A join that reaches the hub after the role changed is refused, even when the
+    /// session's own check (made earlier) passed: the hub checks the current role.
+    #[actix::test]
+    async fn join_is_checked_against_the_current_role() {
+        let directory = Arc::new(Directory::load(&[row(1, "admin", 0)]));
+        let hub = Hub::new(
+            Arc::new(NoPresence),
+            Arc::new(Metrics::new()),
+            directory.clone(),
+            0,
+        )
+        .start();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let probe_log = seen.clone();
+        let probe = Probe(seen.clone()).start();
+        let id = SessionId(1);
+        hub.do_send(Connect {
+            id,
+            user: UserId(1),
+            jti: "j".into(),
+            gen: 0,
+            addr: probe.recipient(),
+        });
+        let room = RoomKey::Presence;
+        assert!(hub.send(Join { id, room }).await.unwrap());
+        // Demoted between the session's check and its next join.
+        directory.upsert(&row(1, "member", 0));
+        assert!(!hub.send(Join { id, room }).await.unwrap());
+        // The recheck takes the session out of the room it was in, and says so.
+        hub.send(RecheckUser { user: UserId(1) }).await.unwrap();
+        let frame = ServerFrame::Error(crate::error::ErrorBody {
+            code: "x",
+            message: String::new(),
+        });
+        hub.send(Deliver::to_room(room, &frame, FrameKind::Event))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].contains("presence_unsubscribed"), "{seen:?}");
+        // A new token generation closes the session with 4001.
+        directory.upsert(&row(1, "member", 1));
+        hub.send(RecheckUser { user: UserId(1) }).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(seen_last(&probe_log), "close 4001");
+    }
+
+    fn seen_last(log: &std::sync::Mutex<Vec<String>>) -> String {
+        log.lock().unwrap().last().cloned().unwrap_or_default()
     }
 }

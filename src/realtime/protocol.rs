@@ -12,6 +12,13 @@ use crate::domain::checkins::{Checkin, Stats};
 use crate::domain::users::UserView;
 use crate::error::{AppError, ErrorBody};
 
+/// Close codes (PROTOCOL §4).
+pub const CLOSE_UNAUTHORIZED: u16 = 4001;
+pub const CLOSE_FORBIDDEN: u16 = 4003;
+pub const CLOSE_RATE_LIMITED: u16 = 4008;
+pub const CLOSE_TOO_SLOW: u16 = 4029;
+pub const CLOSE_RESTARTING: u16 = 4200;
+
 /// A frame from the client, by its `type`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::db::{ConversationId, UserId};
+use crate::domain::users::Role;
 
 /// A room a socket can be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -20,6 +21,23 @@ pub enum RoomKey {
     Presence,
     /// Every socket of one user (per-user notifications).
     User(UserId),
+}
+
+impl RoomKey {
+    /// Whether a user of `role` may be in this room (PROTOCOL §4, "Who may join what").
+    /// Conversations admit their participants whatever their role; chat checks that.
+    /// The hub asks this on every join and again whenever the user's role changes.
+    pub fn admits(self, user: UserId, role: Role) -> bool {
+        match self {
+            RoomKey::Conversation(_) => true,
+            RoomKey::User(owner) => owner == user,
+            RoomKey::Checkins => matches!(role, Role::Staff | Role::Admin | Role::Device),
+            RoomKey::Attendance(employee) => {
+                employee == user || matches!(role, Role::Staff | Role::Admin)
+            }
+            RoomKey::AttendanceGeneral | RoomKey::Presence => role == Role::Admin,
+        }
+    }
 }
 
 impl std::fmt::Display for RoomKey {

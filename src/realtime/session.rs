@@ -31,12 +31,9 @@ const INBOUND_QUEUE: usize = 64;
 const UNACKED_MAX: usize = 64;
 /// `token_expiring` is sent this long before the token expires.
 const EXPIRY_WARNING: Duration = Duration::from_secs(60);
-/// Close codes (PROTOCOL §4).
-pub const CLOSE_UNAUTHORIZED: u16 = 4001;
-pub const CLOSE_FORBIDDEN: u16 = 4003;
-pub const CLOSE_RATE_LIMITED: u16 = 4008;
-pub const CLOSE_TOO_SLOW: u16 = 4029;
-pub const CLOSE_RESTARTING: u16 = 4200;
+pub use super::protocol::{
+    CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_RESTARTING, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED,
+};
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
@@ -176,6 +173,7 @@ impl WsSession {
             id: self.id,
             user: user.id,
             jti: user.jti.clone(),
+            gen: user.gen,
             addr: ctx.address().recipient(),
         });
         self.schedule_expiry(ctx, user.exp);
@@ -258,6 +256,16 @@ impl WsSession {
             }
         };
         let reference = incoming.reference.clone();
+        if let Some(user) = &self.auth {
+            // Every frame runs on the account as it is now, not as it was at connect.
+            match user.recheck(&self.state) {
+                Ok(current) => self.auth = Some(current),
+                Err(AppError::AccountInactive) => {
+                    return self.close(ctx, CLOSE_FORBIDDEN, "account is not active")
+                }
+                Err(_) => return self.close(ctx, CLOSE_UNAUTHORIZED, "token revoked"),
+            }
+        }
         match (&incoming.frame, &self.auth) {
             (ClientFrame::Authenticate { token }, None) => {
                 let token = token.clone();
@@ -308,9 +316,18 @@ impl WsSession {
         if self.busy || self.unacked.len() >= UNACKED_MAX {
             return;
         }
-        let (Some(incoming), Some(user)) = (self.inbound.pop_front(), self.auth.clone()) else {
+        let (Some(incoming), Some(user)) = (self.inbound.pop_front(), self.auth.as_ref()) else {
             return;
         };
+        // A frame that waited in the queue runs on the account as it is now.
+        let user = match user.recheck(&self.state) {
+            Ok(current) => current,
+            Err(AppError::AccountInactive) => {
+                return self.close(ctx, CLOSE_FORBIDDEN, "account is not active")
+            }
+            Err(_) => return self.close(ctx, CLOSE_UNAUTHORIZED, "token revoked"),
+        };
+        self.auth = Some(user.clone());
         self.busy = true;
         let state = self.state.clone();
         let id = self.id;
@@ -391,6 +408,7 @@ impl WsSession {
                 self.state.hub.do_send(SetToken {
                     id: self.id,
                     jti: user.jti.clone(),
+                    gen: user.gen,
                 });
                 self.schedule_expiry(ctx, user.exp);
                 self.auth = Some(user);

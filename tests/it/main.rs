@@ -2,6 +2,7 @@
 
 mod common;
 
+mod accounts;
 mod attendance;
 mod auth;
 mod browser;
