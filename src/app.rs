@@ -116,6 +116,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
         metrics.clone(),
         directory.clone(),
         config.ws_max_per_user,
+        config.ws_max_buffer_bytes,
     )
     .start();
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
@@ -138,6 +139,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
 
     let db_for_chat = db.clone();
     let state = AppState {
+        ws_gate: crate::realtime::gate::Gate::new(config.ws_max_unauthenticated_per_addr),
         throttle: Arc::new(LoginThrottle::new(
             config.login_max_failures,
             config.login_window,
@@ -162,6 +164,15 @@ pub async fn start(config: Config) -> AppResult<Started> {
     Ok(Started { state, sweeper })
 }
 
+/// Notes each connection's TCP socket, so that a session can cut off a client that stops
+/// reading (`realtime::outflow`).
+fn note_socket(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+    use std::os::fd::AsRawFd;
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        ext.insert(crate::realtime::outflow::ConnSocket(tcp.as_raw_fd()));
+    }
+}
+
 /// `spotter serve`: runs until SIGTERM/SIGINT, then drains.
 pub async fn serve(config: Config) -> std::io::Result<()> {
     let bind = config.bind.clone();
@@ -179,6 +190,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             .wrap(from_fn(crate::http::observe))
             .wrap(from_fn(crate::http::normalize_path))
     })
+    .on_connect(note_socket)
     .disable_signals()
     // A realtime server writes small frames: no Nagle delay waiting for the peer's ACK.
     .tcp_nodelay(true)

@@ -34,4 +34,6 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     pub chat: Arc<ChatState>,
     pub stats: Arc<StatsTracker>,
+    /// Unauthenticated sockets per client address.
+    pub ws_gate: Arc<crate::realtime::gate::Gate>,
 }

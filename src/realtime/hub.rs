@@ -20,6 +20,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytestring::ByteString;
 
+use super::outflow::Outflow;
 use super::protocol::{
     ServerFrame, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED,
 };
@@ -68,12 +69,10 @@ pub type Batch = Arc<[Outbound]>;
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub enum ToSession {
-    Frames(Batch),
+    /// Frames to send, and their bytes as counted in the session's [`Outflow`].
+    Frames { frames: Batch, bytes: usize },
     /// Close the socket with this code and reason.
-    Close {
-        code: u16,
-        reason: String,
-    },
+    Close { code: u16, reason: String },
 }
 
 /// A session has authenticated: register it. The hub checks the account again here, so
@@ -87,6 +86,7 @@ pub struct Connect {
     /// The token generation the session authenticated with.
     pub gen: i64,
     pub addr: Recipient<ToSession>,
+    pub outflow: Arc<Outflow>,
 }
 
 /// A session is gone: drop it from its rooms.
@@ -223,6 +223,7 @@ struct SessionEntry {
     jti: String,
     gen: i64,
     addr: Recipient<ToSession>,
+    outflow: Arc<Outflow>,
     rooms: HashSet<RoomKey>,
     /// The newest stats frame that did not fit in the mailbox.
     pending_stats: Option<Batch>,
@@ -239,6 +240,13 @@ pub struct Hub {
     directory: Arc<Directory>,
     /// Sockets one user may have open (0: no cap).
     max_per_user: usize,
+    /// Unsent bytes one socket may have before chat and events close it (4029).
+    max_buffer_bytes: usize,
+}
+
+/// The bytes of a batch, as counted against a socket's buffer cap.
+fn batch_bytes(frames: &Batch) -> usize {
+    frames.iter().map(|f| f.text.len()).sum()
 }
 
 /// The frame that tells a session it was taken out of a room.
@@ -258,6 +266,7 @@ impl Hub {
         metrics: Arc<Metrics>,
         directory: Arc<Directory>,
         max_per_user: usize,
+        max_buffer_bytes: usize,
     ) -> Hub {
         Hub {
             sessions: HashMap::new(),
@@ -267,6 +276,7 @@ impl Hub {
             metrics,
             directory,
             max_per_user,
+            max_buffer_bytes,
         }
     }
 
@@ -319,7 +329,12 @@ impl Hub {
             if let (Some(frame), Some(entry)) = (left_frame(room), self.sessions.get(&id)) {
                 let batch: Batch = vec![Outbound::new(&frame, FrameKind::Event)].into();
                 // A control notice: it must get through even when the mailbox is full.
-                entry.addr.do_send(ToSession::Frames(batch));
+                let bytes = batch_bytes(&batch);
+                entry.outflow.queued(bytes);
+                entry.addr.do_send(ToSession::Frames {
+                    frames: batch,
+                    bytes,
+                });
             }
         }
     }
@@ -355,15 +370,50 @@ impl Hub {
                 code,
                 reason: reason.to_string(),
             });
+            // A client that does not read would never get to the close: cut it off.
+            entry.outflow.cut_off();
         }
         self.remove_session(id);
     }
 
-    fn deliver_to(&mut self, id: SessionId, frames: &Batch, coalescible: bool) {
+    fn too_slow(&mut self, id: SessionId, why: &str) {
+        if let Some(entry) = self.sessions.get(&id) {
+            log::warn!(
+                "session {} of user {} is too slow ({why}): closing with 4029",
+                id.0,
+                entry.user
+            );
+        }
+        self.metrics.ws_slow_closed.inc();
+        self.close_session(id, CLOSE_TOO_SLOW, "too slow to keep up");
+    }
+
+    fn deliver_to(&mut self, id: SessionId, frames: &Batch, bytes: usize, coalescible: bool) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
-        match entry.addr.try_send(ToSession::Frames(frames.clone())) {
+        // Bytes, not deliveries, are what a frozen client makes grow. One delivery always
+        // fits when nothing is waiting, however big it is.
+        let unsent = entry.outflow.unsent();
+        if unsent > 0 && unsent + bytes > self.max_buffer_bytes {
+            if coalescible {
+                entry.pending_stats = Some(frames.clone());
+                self.metrics.ws_stats_coalesced.inc();
+            } else {
+                self.too_slow(id, &format!("{unsent} bytes unsent"));
+            }
+            return;
+        }
+        entry.outflow.queued(bytes);
+        let message = ToSession::Frames {
+            frames: frames.clone(),
+            bytes,
+        };
+        let sent = entry.addr.try_send(message);
+        if sent.is_err() {
+            entry.outflow.unqueued(bytes);
+        }
+        match sent {
             Ok(()) => {
                 if coalescible {
                     entry.pending_stats = None;
@@ -374,15 +424,7 @@ impl Hub {
                 entry.pending_stats = Some(frames.clone());
                 self.metrics.ws_stats_coalesced.inc();
             }
-            Err(SendError::Full(_)) => {
-                log::warn!(
-                    "session {} of user {} is too slow: closing with 4029",
-                    id.0,
-                    entry.user
-                );
-                self.metrics.ws_slow_closed.inc();
-                self.close_session(id, CLOSE_TOO_SLOW, "too slow to keep up");
-            }
+            Err(SendError::Full(_)) => self.too_slow(id, "mailbox full"),
             Err(SendError::Closed(_)) => self.remove_session(id),
         }
     }
@@ -396,7 +438,7 @@ impl Hub {
             .collect();
         for id in ids {
             if let Some(frames) = self.sessions.get(&id).and_then(|e| e.pending_stats.clone()) {
-                self.deliver_to(id, &frames, true);
+                self.deliver_to(id, &frames, batch_bytes(&frames), true);
             }
         }
     }
@@ -450,6 +492,7 @@ impl Handler<Connect> for Hub {
                 jti: msg.jti,
                 gen: msg.gen,
                 addr: msg.addr,
+                outflow: msg.outflow,
                 rooms: HashSet::from([own_room]),
                 pending_stats: None,
             },
@@ -533,8 +576,9 @@ impl Handler<Deliver> for Hub {
             .collect();
         self.metrics.broadcast_fanout.observe(targets.len() as f64);
         let coalescible = msg.coalescible();
+        let bytes = batch_bytes(&msg.frames);
         for id in targets {
-            self.deliver_to(id, &msg.frames, coalescible);
+            self.deliver_to(id, &msg.frames, bytes, coalescible);
         }
     }
 }
@@ -630,7 +674,9 @@ mod tests {
         type Result = ();
         fn handle(&mut self, msg: ToSession, _: &mut Context<Self>) {
             let text = match msg {
-                ToSession::Frames(b) => b.iter().map(|f| f.text.to_string()).collect(),
+                ToSession::Frames { frames, .. } => {
+                    frames.iter().map(|f| f.text.to_string()).collect()
+                }
                 ToSession::Close { code, .. } => format!("close {code}"),
             };
             self.0.lock().unwrap().push(text);
@@ -664,6 +710,7 @@ mod tests {
             Arc::new(Metrics::new()),
             directory.clone(),
             0,
+            1 << 20,
         )
         .start();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -676,6 +723,7 @@ mod tests {
             jti: "j".into(),
             gen: 0,
             addr: probe.recipient(),
+            outflow: Arc::new(Outflow::default()),
         });
         let room = RoomKey::Presence;
         assert!(hub.send(Join { id, room }).await.unwrap());

@@ -1,8 +1,10 @@
 //! The realtime core: the wire protocol, session actors, the hub, presence, rooms.
 
 pub mod dispatch;
+pub mod gate;
 pub mod hub;
 pub mod ordering;
+pub mod outflow;
 pub mod presence;
 pub mod protocol;
 pub mod rooms;

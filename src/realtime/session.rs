@@ -8,6 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -16,8 +17,10 @@ use actix_web_actors::ws;
 use serde_json::Value;
 
 use super::dispatch::{self, Outcome};
+use super::gate::Ticket;
 use super::hub::{Connect, Disconnect, Outbound, SessionId, SetToken, ToSession};
 use super::ordering::{self, Gap, Streams};
+use super::outflow::{ConnSocket, CountedBody, Outflow};
 use super::protocol::{self, ClientFrame, Incoming, ServerFrame};
 use crate::auth::AuthUser;
 use crate::db::ConversationId;
@@ -98,6 +101,14 @@ pub struct WsSession {
     unacked: VecDeque<Unacked>,
     next_ticket: u64,
     expiry_timers: Vec<SpawnHandle>,
+    /// What this socket has queued and not yet written, shared with the hub.
+    outflow: Arc<Outflow>,
+    /// The connection's TCP socket, to cut off a client that stops reading.
+    conn: Option<ConnSocket>,
+    /// Refused at the door (origin, too many unauthenticated sockets): closed at start.
+    refuse: Option<(u16, &'static str)>,
+    /// A place among the unauthenticated sockets of this address, until authenticated.
+    gate_ticket: Option<Ticket>,
 }
 
 impl WsSession {
@@ -122,6 +133,10 @@ impl WsSession {
             unacked: VecDeque::new(),
             next_ticket: 0,
             expiry_timers: Vec::new(),
+            outflow: Arc::new(Outflow::default()),
+            conn: None,
+            refuse: None,
+            gate_ticket: None,
         }
     }
 
@@ -175,7 +190,9 @@ impl WsSession {
             jti: user.jti.clone(),
             gen: user.gen,
             addr: ctx.address().recipient(),
+            outflow: self.outflow.clone(),
         });
+        self.gate_ticket = None;
         self.schedule_expiry(ctx, user.exp);
         log::info!("session {}: user {} authenticated", self.id.0, user.id);
         let entry = self.state.directory.get(user.id);
@@ -236,18 +253,26 @@ impl WsSession {
         }));
     }
 
-    fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
+    /// Every client frame (text, binary, ping, pong) takes a token from the socket's
+    /// bucket; a refused one gets an error, and a burst of refused ones closes it (4008).
+    fn admit(&mut self, ctx: &mut ws::WebsocketContext<Self>) -> bool {
         self.state.metrics.ws_frames_in.inc();
-        if !self.bucket.take() {
-            self.state.metrics.ws_rate_limited.inc();
-            self.refused += 1;
-            if self.refused > self.state.config.ws_burst {
-                return self.close(ctx, CLOSE_RATE_LIMITED, "rate limited");
-            }
-            let e = AppError::RateLimited("too many frames, slow down".into());
-            return self.send_error(ctx, &e, None);
+        if self.bucket.take() {
+            self.refused = 0;
+            return true;
         }
-        self.refused = 0;
+        self.state.metrics.ws_rate_limited.inc();
+        self.refused += 1;
+        if self.refused > self.state.config.ws_burst {
+            self.close(ctx, CLOSE_RATE_LIMITED, "rate limited");
+        } else {
+            let e = AppError::RateLimited("too many frames, slow down".into());
+            self.send_error(ctx, &e, None);
+        }
+        false
+    }
+
+    fn on_text(&mut self, ctx: &mut ws::WebsocketContext<Self>, text: &str) {
         let incoming = match protocol::parse(text) {
             Ok(i) => i,
             Err(bad) => {
@@ -525,6 +550,16 @@ impl Actor for WsSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.state.config.ws_queue);
+        actix_web::rt::spawn(
+            self.outflow
+                .clone()
+                .watchdog(self.conn, self.state.config.ws_close_grace),
+        );
+        if let Some((code, reason)) = self.refuse {
+            // Upgraded first, so that a browser can read why.
+            self.outflow.cut_off();
+            return self.close(ctx, code, reason);
+        }
         let cfg = self.state.config.clone();
         ctx.run_interval(cfg.ws_ping_interval, move |act, ctx| {
             if act.last_heard.elapsed() >= cfg.ws_idle_timeout {
@@ -556,7 +591,10 @@ impl Handler<ToSession> for WsSession {
 
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
         match msg {
-            ToSession::Frames(frames) => self.deliver(ctx, frames.iter().cloned()),
+            ToSession::Frames { frames, bytes } => {
+                self.deliver(ctx, frames.iter().cloned());
+                self.outflow.handed(bytes);
+            }
             ToSession::Close { code, reason } => self.close(ctx, code, &reason),
         }
     }
@@ -565,6 +603,17 @@ impl Handler<ToSession> for WsSession {
 impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
     fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
         self.last_heard = Instant::now();
+        let counted = matches!(
+            msg,
+            Ok(ws::Message::Text(_))
+                | Ok(ws::Message::Binary(_))
+                | Ok(ws::Message::Ping(_))
+                | Ok(ws::Message::Pong(_))
+                | Ok(ws::Message::Continuation(_))
+        );
+        if counted && !self.admit(ctx) {
+            return;
+        }
         match msg {
             Ok(ws::Message::Text(text)) => self.on_text(ctx, &text),
             Ok(ws::Message::Binary(_)) => {
@@ -606,19 +655,27 @@ pub async fn upgrade(
         _ => true,
     };
     let mut session = WsSession::new(state.get_ref().clone(), token, conversation);
+    session.conn = req.conn_data::<ConnSocket>().copied();
+    let peer = req.peer_addr().map(|a| a.ip());
     if !origin_ok {
-        // Upgrade, then close, so that a browser can read why.
-        session.url_token = None;
-        let (addr, resp) = ws::WsResponseBuilder::new(session, &req, stream)
-            .frame_size(state.config.ws_max_frame)
-            .start_with_addr()?;
-        addr.do_send(ToSession::Close {
-            code: CLOSE_FORBIDDEN,
-            reason: "origin not allowed".into(),
-        });
-        return Ok(resp);
+        session.refuse = Some((CLOSE_FORBIDDEN, "origin not allowed"));
+    } else if let (Some(ip), None) = (peer, &session.url_token) {
+        // A token in the URL is checked as the socket starts: only sockets that will
+        // authenticate by frame wait at the gate.
+        session.gate_ticket = state.ws_gate.enter(ip);
+        if session.gate_ticket.is_none() {
+            log::warn!("too many unauthenticated sockets from {ip}: refusing another (4008)");
+            session.refuse = Some((
+                CLOSE_RATE_LIMITED,
+                "too many unauthenticated sockets from this address",
+            ));
+        }
     }
-    ws::WsResponseBuilder::new(session, &req, stream)
-        .frame_size(state.config.ws_max_frame)
-        .start()
+    if session.refuse.is_some() {
+        session.url_token = None;
+    }
+    let outflow = session.outflow.clone();
+    let codec = actix_http::ws::Codec::new().max_size(state.config.ws_max_frame);
+    let frames = ws::WebsocketContext::with_codec(session, stream, codec);
+    Ok(ws::handshake(&req)?.streaming(CountedBody::new(Box::pin(frames), outflow)))
 }

@@ -167,6 +167,22 @@ impl TestApp {
         self.child = Some(child);
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
+    /// The server's resident memory, in KiB (Linux).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("/proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
@@ -333,6 +349,11 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// Sends any frame; false once the server has closed the socket.
+    pub fn send_message(&mut self, msg: Message) -> bool {
+        self.socket.send(msg).is_ok()
+    }
+
     pub fn send_raw(&mut self, text: &str) {
         self.socket
             .send(Message::Text(text.to_string()))

@@ -11,5 +11,6 @@ mod checkins;
 mod cli;
 mod files;
 mod integrity;
+mod limits;
 mod presence;
 mod realtime;
