@@ -154,7 +154,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
         presence,
         seen,
         broker,
-        chat: Arc::new(crate::domain::chat::ChatState::new(&db_for_chat)),
+        chat: Arc::new(crate::domain::chat::ChatState::new(&db_for_chat)?),
         stats: Default::default(),
     };
     crate::domain::checkins::init(&state).await?;

@@ -207,72 +207,104 @@ macro_rules! insert_statements {
     }};
 }
 
-/// Stores a batch of messages in ONE SQLite transaction (group commit), in the given order
+/// The body of [`insert_batch`]'s transaction, for either backend; `$tails` holds each
+/// conversation's `last_seq` as read (and locked) at its start.
+macro_rules! insert_grouped {
+    ($c:ident, $batch:expr, $tails:expr) => {{
+        // Per conversation: the last seq given and the newest message's time.
+        let mut tails: HashMap<ConversationId, (i64, Option<NaiveDateTime>)> = $tails
+            .into_iter()
+            .map(|(id, seq)| (id, (seq, None)))
+            .collect();
+        // Per (conversation, sender): the seq their read marker moves to.
+        let mut marks: HashMap<(ConversationId, UserId), i64> = HashMap::new();
+        let mut results = Vec::with_capacity($batch.len());
+        for new in $batch {
+            if let Some(row) = find_repeat!($c, new) {
+                results.push(Ok((row, false)));
+                continue;
+            }
+            let Some(tail) = tails.get_mut(&new.conversation_id) else {
+                return Err(AppError::not_found("conversation"));
+            };
+            let seq = tail.0 + 1;
+            let row = insert_row!($c, new, seq);
+            *tail = (seq, Some(new.created_at));
+            marks.insert((new.conversation_id, new.sender_id), seq);
+            results.push(Ok((row, true)));
+        }
+        for (id, (seq, at)) in tails {
+            if let Some(at) = at {
+                diesel::update(conversations::table.find(id))
+                    .set((
+                        conversations::last_seq.eq(seq),
+                        conversations::last_message_at.eq(Some(at)),
+                    ))
+                    .execute($c)?;
+            }
+        }
+        for ((conversation, sender), seq) in marks {
+            move_read_marker!($c, conversation, sender, seq);
+        }
+        Ok(results)
+    }};
+}
+
+/// Stores a batch of messages in ONE transaction (group commit), in the given order
 /// (several of one conversation get consecutive `seq`s). Answers one result per message;
-/// `Err` as a whole when the transaction failed (then none of them is stored).
+/// `Err` as a whole when it could not even be retried.
 ///
-/// Per message it runs only statements that diesel keeps prepared (a lookup of the
-/// `client_msg_id`, the INSERT); diesel never caches an UPDATE, so `last_seq`,
-/// `last_message_at` and the senders' read markers are written once per conversation at
-/// the end. If any statement fails, the whole batch is rolled back and each message is
-/// stored in a transaction of its own, so that a failing one fails alone.
-pub fn insert_batch_sqlite(
-    conn: &mut diesel::SqliteConnection,
+/// The conversations' rows are read first, in id order (on PostgreSQL `FOR UPDATE`, so
+/// that another instance's batch on the same conversation waits for this one's commit,
+/// and two batches always lock in the same order). Per message it then runs only
+/// statements that diesel keeps prepared (a lookup of the `client_msg_id`, the INSERT);
+/// diesel never caches an UPDATE, so `last_seq`, `last_message_at` and the senders' read
+/// markers are written once per conversation at the end. If any statement fails, the
+/// whole batch is rolled back and each message is stored in a transaction of its own, so
+/// that a failing one fails alone.
+pub fn insert_batch(
+    conn: &mut Conn,
     batch: &[&NewMessage],
 ) -> AppResult<Vec<AppResult<(MessageRow, bool)>>> {
-    match conn.immediate_transaction::<_, AppError, _>(|c| insert_grouped(c, batch)) {
+    let ids = {
+        let mut ids: Vec<ConversationId> = batch.iter().map(|m| m.conversation_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    };
+    let grouped = match conn {
+        Conn::Sqlite(pooled) => {
+            let c: &mut diesel::SqliteConnection = pooled;
+            c.immediate_transaction::<_, AppError, _>(|c| {
+                let tails: Vec<(ConversationId, i64)> = conversations::table
+                    .filter(conversations::id.eq_any(&ids))
+                    .order(conversations::id)
+                    .select((conversations::id, conversations::last_seq))
+                    .load(c)?;
+                insert_grouped!(c, batch, tails)
+            })
+        }
+        Conn::Pg(pooled) => {
+            let c: &mut diesel::PgConnection = pooled;
+            c.transaction::<_, AppError, _>(|c| {
+                let tails: Vec<(ConversationId, i64)> = conversations::table
+                    .filter(conversations::id.eq_any(&ids))
+                    .order(conversations::id)
+                    .select((conversations::id, conversations::last_seq))
+                    .for_update()
+                    .load(c)?;
+                insert_grouped!(c, batch, tails)
+            })
+        }
+    };
+    match grouped {
         Ok(results) => Ok(results),
         Err(e) if batch.len() > 1 => {
             log::debug!("group commit failed ({e}): storing the batch one by one");
-            Ok(batch
-                .iter()
-                .map(|new| conn.immediate_transaction(|c| insert_statements!(c, *new)))
-                .collect())
+            Ok(batch.iter().map(|new| insert_message(conn, new)).collect())
         }
         Err(e) => Ok(vec![Err(e)]),
     }
-}
-
-/// The body of [`insert_batch_sqlite`]'s transaction.
-fn insert_grouped(
-    c: &mut diesel::SqliteConnection,
-    batch: &[&NewMessage],
-) -> AppResult<Vec<AppResult<(MessageRow, bool)>>> {
-    // Per conversation: the last seq given and the newest message's time.
-    let mut tails: HashMap<ConversationId, (i64, NaiveDateTime)> = HashMap::new();
-    // Per (conversation, sender): the seq their read marker moves to.
-    let mut marks: HashMap<(ConversationId, UserId), i64> = HashMap::new();
-    let mut results = Vec::with_capacity(batch.len());
-    for new in batch {
-        if let Some(row) = find_repeat!(c, new) {
-            results.push(Ok((row, false)));
-            continue;
-        }
-        let last = match tails.get(&new.conversation_id) {
-            Some((seq, _)) => *seq,
-            None => conversations::table
-                .find(new.conversation_id)
-                .select(conversations::last_seq)
-                .first::<i64>(c)?,
-        };
-        let seq = last + 1;
-        let row = insert_row!(c, new, seq);
-        tails.insert(new.conversation_id, (seq, new.created_at));
-        marks.insert((new.conversation_id, new.sender_id), seq);
-        results.push(Ok((row, true)));
-    }
-    for (id, (seq, at)) in tails {
-        diesel::update(conversations::table.find(id))
-            .set((
-                conversations::last_seq.eq(seq),
-                conversations::last_message_at.eq(Some(at)),
-            ))
-            .execute(c)?;
-    }
-    for ((conversation, sender), seq) in marks {
-        move_read_marker!(c, conversation, sender, seq);
-    }
-    Ok(results)
 }
 
 pub fn insert_message(conn: &mut Conn, new: &NewMessage) -> AppResult<(MessageRow, bool)> {
@@ -501,10 +533,6 @@ mod tests {
         );
         let now = crate::time::to_db(crate::time::now());
         let (a, _) = get_or_create(&mut conn, t, m, now).unwrap();
-        let Conn::Sqlite(c) = &mut conn else {
-            unreachable!()
-        };
-
         let good = [
             message(a.id, t, "1"),
             message(a.id, m, "2"),
@@ -512,7 +540,7 @@ mod tests {
             message(a.id, t, "3"),
         ];
         let refs: Vec<&NewMessage> = good.iter().collect();
-        let results = insert_batch_sqlite(c, &refs).unwrap();
+        let results = insert_batch(&mut conn, &refs).unwrap();
         let got: Vec<(i64, bool)> = results
             .iter()
             .map(|r| r.as_ref().map(|(row, new)| (row.seq, *new)).unwrap())
@@ -525,7 +553,7 @@ mod tests {
             message(a.id, t, "5"),
         ];
         let refs: Vec<&NewMessage> = mixed.iter().collect();
-        let results = insert_batch_sqlite(c, &refs).unwrap();
+        let results = insert_batch(&mut conn, &refs).unwrap();
         assert_eq!(results[0].as_ref().unwrap().0.seq, 4);
         assert!(results[1].is_err(), "{:?}", results[1]);
         assert_eq!(results[2].as_ref().unwrap().0.seq, 5);

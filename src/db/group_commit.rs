@@ -1,6 +1,7 @@
-//! Group commit for chat messages on SQLite. SQLite has one writer, so a transaction per
-//! message makes every conversation wait for every other one's BEGIN, statements and
-//! COMMIT. This writer thread drains the messages that are waiting into one transaction
+//! Group commit for chat messages, on both backends. SQLite has one writer, so a
+//! transaction per message makes every conversation wait for every other one's BEGIN,
+//! statements and COMMIT; PostgreSQL pays a WAL flush and several round trips per commit.
+//! This writer thread drains the messages that are waiting into one transaction
 //! (if it fails, each is retried in a transaction of its own, so a failing message fails
 //! alone) and answers each only after the COMMIT: an ack still means "stored".
 //!
@@ -13,8 +14,8 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::chat::{insert_batch_sqlite, MessageRow, NewMessage};
-use super::{Conn, Db};
+use super::chat::{insert_batch, MessageRow, NewMessage};
+use super::Db;
 use crate::error::{AppError, AppResult};
 
 /// Messages waiting for the writer; senders wait (backpressure) when it is full.
@@ -55,25 +56,18 @@ impl Ticket {
 }
 
 impl<T: Send + 'static> MessageWriter<T> {
-    /// Starts the writer for a SQLite database; `None` for PostgreSQL, whose concurrent
-    /// writers need no grouping.
-    pub fn start(db: &Db, after_commit: AfterCommit<T>) -> Option<Arc<MessageWriter<T>>> {
-        if !matches!(db, Db::Sqlite { .. }) {
-            return None;
-        }
+    /// Starts the writer thread for either backend.
+    pub fn start(db: &Db, after_commit: AfterCommit<T>) -> AppResult<Arc<MessageWriter<T>>> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let db = db.clone();
         match std::thread::Builder::new()
             .name("chat-writer".into())
             .spawn(move || run(db, rx, after_commit))
         {
-            Ok(_) => Some(Arc::new(MessageWriter { tx })),
-            Err(e) => {
-                log::error!(
-                    "cannot start the chat writer thread, storing one message per transaction: {e}"
-                );
-                None
-            }
+            Ok(_) => Ok(Arc::new(MessageWriter { tx })),
+            Err(e) => Err(AppError::internal(format!(
+                "cannot start the chat writer thread: {e}"
+            ))),
         }
     }
 
@@ -99,10 +93,9 @@ fn run<T>(db: Db, mut rx: mpsc::Receiver<Job<T>>, mut after_commit: AfterCommit<
             }
         }
         let messages: Vec<&NewMessage> = batch.iter().map(|j| &j.new).collect();
-        let stored = db.write_conn().and_then(|mut conn| match &mut conn {
-            Conn::Sqlite(c) => insert_batch_sqlite(c, &messages),
-            Conn::Pg(_) => Err(AppError::internal("chat writer on PostgreSQL")),
-        });
+        let stored = db
+            .write_conn()
+            .and_then(|mut conn| insert_batch(&mut conn, &messages));
         match stored {
             Ok(results) => {
                 let mut fresh = Vec::new();

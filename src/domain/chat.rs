@@ -2,15 +2,14 @@
 //! indicators, read markers, and the trainer's client list. One function per action,
 //! called by both the HTTP API and the socket, so both behave the same.
 //!
-//! Ordering: the hub receives one conversation's messages in `seq` order, and each
-//! session drops repeats and keeps that order (`FrameKind::Chat`).
-//! - SQLite: messages are queued to the group-commit writer (`db::group_commit`), which
-//!   stores them in queue order and hands each commit's new messages, in order, to the
-//!   publisher task, which broadcasts all of one conversation's as one batch. A socket
-//!   can therefore queue its next message before the previous one is stored
-//!   ([`submit_message`]), and a busy room's messages reach each socket several per write.
-//! - PostgreSQL: a message is stored and published while its conversation's stripe lock
-//!   is held.
+//! Ordering, one pipeline for both backends: messages are queued to the group-commit
+//! writer (`db::group_commit`), which stores them in queue order and hands each commit's
+//! new messages, in order, to the publisher task, which broadcasts all of one
+//! conversation's as one batch. A socket can therefore queue its next message before the
+//! previous one is stored ([`submit_message`]), and a busy room's messages reach each
+//! socket several per write. Each session keeps its own place in every conversation
+//! (`realtime::ordering`): repeats dropped, gaps filled from storage, so that a commit
+//! published late (another instance's, later) is never skipped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -33,8 +32,6 @@ use crate::realtime::protocol::ServerFrame;
 use crate::realtime::rooms::RoomKey;
 use crate::state::AppState;
 
-/// Stripes of the per-conversation ordering locks.
-const LOCK_STRIPES: usize = 256;
 /// Longest message, in characters.
 pub const CONTENT_MAX: usize = 4000;
 /// Longest `client_msg_id`, in characters.
@@ -84,53 +81,31 @@ const COMMITTED_QUEUE: usize = 256;
 /// (PostgreSQL), the participants of known conversations (they never change), and typing
 /// throttles. Every map and queue is bounded.
 pub struct ChatState {
-    /// Group commit on SQLite (`None` on PostgreSQL).
-    writer: Option<std::sync::Arc<Writer>>,
+    /// Group commit, on both backends: the one place messages are stored and ordered.
+    writer: std::sync::Arc<Writer>,
     /// What the writer committed, until [`start_publisher`] takes it.
     committed: Mutex<Option<tokio::sync::mpsc::Receiver<Committed>>>,
-    locks: Vec<tokio::sync::Mutex<()>>,
     pairs: Mutex<HashMap<ConversationId, (UserId, UserId)>>,
     typing: Mutex<HashMap<(UserId, ConversationId), TypingEntry>>,
 }
 
-impl Default for ChatState {
-    fn default() -> Self {
-        ChatState {
-            writer: None,
-            committed: Mutex::new(None),
-            locks: (0..LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
-            pairs: Mutex::new(HashMap::new()),
-            typing: Mutex::new(HashMap::new()),
-        }
-    }
-}
-
 impl ChatState {
-    /// Chat state for `db`: on SQLite, messages are stored by the group-commit writer,
-    /// whose commits [`start_publisher`] broadcasts.
-    pub fn new(db: &crate::db::Db) -> ChatState {
+    /// Chat state for `db`: messages are stored by the group-commit writer, whose commits
+    /// [`start_publisher`] broadcasts.
+    pub fn new(db: &crate::db::Db) -> AppResult<ChatState> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Committed>(COMMITTED_QUEUE);
         let hook: crate::db::group_commit::AfterCommit<Origin> = Box::new(move |batch| {
             if tx.blocking_send(batch).is_err() {
                 log::error!("chat publisher is gone: stored messages are not broadcast");
             }
         });
-        let writer = crate::db::group_commit::MessageWriter::start(db, hook);
-        ChatState {
-            committed: Mutex::new(writer.is_some().then_some(rx)),
+        let writer = crate::db::group_commit::MessageWriter::start(db, hook)?;
+        Ok(ChatState {
             writer,
-            ..ChatState::default()
-        }
-    }
-
-    /// The ordering lock of a conversation (shared with the other conversations of its
-    /// stripe), on PostgreSQL.
-    fn lock_for(&self, id: ConversationId) -> &tokio::sync::Mutex<()> {
-        // Fibonacci hashing spreads consecutive ids over the stripes.
-        let h = (id.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
-        &self.locks[h as usize % LOCK_STRIPES]
+            committed: Mutex::new(Some(rx)),
+            pairs: Mutex::new(HashMap::new()),
+            typing: Mutex::new(HashMap::new()),
+        })
     }
 
     fn cached_pair(&self, id: ConversationId) -> Option<(UserId, UserId)> {
@@ -476,30 +451,21 @@ fn check_attachment(conn: &mut Conn, sender: UserId, id: FileId) -> AppResult<Fi
 /// A message accepted for storing: its place in the conversation is taken, its answer
 /// comes once it is stored.
 #[derive(Debug)]
-pub enum PendingMessage {
-    /// Queued to the group-commit writer (SQLite).
-    Queued {
-        ticket: crate::db::group_commit::Ticket,
-        attachment: Option<FileRow>,
-    },
-    /// Already stored and broadcast (PostgreSQL).
-    Done(Message),
+pub struct PendingMessage {
+    /// Its place in the group-commit writer's queue.
+    ticket: crate::db::group_commit::Ticket,
+    attachment: Option<FileRow>,
 }
 
 impl PendingMessage {
     /// The stored message (the original one for a repeated `client_msg_id`).
     pub async fn stored(self, state: &AppState) -> AppResult<Message> {
-        match self {
-            PendingMessage::Done(message) => Ok(message),
-            PendingMessage::Queued { ticket, attachment } => {
-                let (row, created) = ticket.stored().await?;
-                if created || row.attachment_id.is_none() {
-                    let files = attachment.map(|f| (f.id, f)).into_iter().collect();
-                    Ok(to_message(row, &files))
-                } else {
-                    state.db.read(move |c| render_one(c, row)).await
-                }
-            }
+        let (row, created) = self.ticket.stored().await?;
+        if created || row.attachment_id.is_none() {
+            let files = self.attachment.map(|f| (f.id, f)).into_iter().collect();
+            Ok(to_message(row, &files))
+        } else {
+            state.db.read(move |c| render_one(c, row)).await
         }
     }
 }
@@ -540,45 +506,21 @@ pub async fn submit_message(
         client_msg_id: req.client_msg_id,
         created_at: crate::time::to_db(crate::time::now()),
     };
-    if let Some(writer) = &state.chat.writer {
-        let attachment = match new.attachment_id {
-            Some(file) => Some(
-                state
-                    .db
-                    .read(move |c| check_attachment(c, sender, file))
-                    .await?,
-            ),
-            None => None,
-        };
-        let origin = Origin {
-            session: origin,
-            attachment: attachment.clone(),
-        };
-        let ticket = writer.queue(new, origin).await?;
-        return Ok(PendingMessage::Queued { ticket, attachment });
-    }
-    // Held until the broadcast is queued: the next message of this conversation is
-    // stored, and so published, after this one.
-    let _ordered = state.chat.lock_for(conversation).lock().await;
-    let (message, created) = state
-        .db
-        .write(move |c| {
-            if let Some(file) = new.attachment_id {
-                check_attachment(c, sender, file)?;
-            }
-            let (row, created) = crate::db::chat::insert_message(c, &new)?;
-            Ok((render_one(c, row)?, created))
-        })
-        .await?;
-    if created {
-        let deliver = Deliver::batch(
-            RoomKey::Conversation(conversation),
-            vec![new_message_frame(&message, origin)],
-        );
-        state.broker.publish(BrokerEvent::Deliver(deliver)).await;
-        after_broadcast(state, &message).await;
-    }
-    Ok(PendingMessage::Done(message))
+    let attachment = match new.attachment_id {
+        Some(file) => Some(
+            state
+                .db
+                .read(move |c| check_attachment(c, sender, file))
+                .await?,
+        ),
+        None => None,
+    };
+    let origin = Origin {
+        session: origin,
+        attachment: attachment.clone(),
+    };
+    let ticket = state.chat.writer.queue(new, origin).await?;
+    Ok(PendingMessage { ticket, attachment })
 }
 
 /// Broadcasts a typing indicator to the other participant's sockets in the room, at most

@@ -192,3 +192,72 @@ fn two_users_two_sockets_each_all_sending(app: &TestApp) {
 }
 
 both_backends!(env: FAST_SOCKETS; two_users_two_sockets_each_all_sending);
+
+/// Two instances on one PostgreSQL database store one conversation's messages at once,
+/// each through its own group-commit writer: every message is stored once, with seqs
+/// 1..n and no gap, and every sender gets its ack.
+#[test]
+fn two_instances_write_one_conversation_on_postgres() {
+    let Some(first) = TestApp::postgres() else {
+        return;
+    };
+    let url = first
+        .env
+        .iter()
+        .find(|(k, _)| k == "SPOTTER_DATABASE_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let trainer = first.user("trainer");
+    let member = first.user("member");
+    let conv = open(&first, &member, trainer.id);
+    // Started after the users exist: an instance's user directory is loaded at start
+    // (sharing it is the scale-out issue's work).
+    let second = TestApp::start(Backend::Postgres, &[("SPOTTER_DATABASE_URL", &url)]);
+    const EACH: usize = 150;
+    let mut threads = Vec::new();
+    for (app, login, tag) in [
+        (&first, &trainer, "a"),
+        (&second, &member, "b"),
+        (&first, &member, "c"),
+        (&second, &trainer, "d"),
+    ] {
+        let base = app.base.clone();
+        let token = login.token.clone();
+        threads.push(std::thread::spawn(move || {
+            let agent = ureq::AgentBuilder::new().timeout(WAIT).build();
+            let mut seqs = Vec::new();
+            for i in 0..EACH {
+                let cmid = format!("{tag}-{i}");
+                let res = agent
+                    .post(&format!("{base}/api/chat/messages"))
+                    .set("Authorization", &format!("Bearer {token}"))
+                    .send_json(
+                        json!({"conversation_id": conv, "content": cmid, "client_msg_id": cmid}),
+                    )
+                    .expect("send");
+                assert_eq!(res.status(), 201);
+                let body: Value = res.into_json().unwrap();
+                seqs.push(body["seq"].as_i64().unwrap());
+            }
+            seqs
+        }));
+    }
+    let mut all: Vec<i64> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=4 * EACH as i64).collect::<Vec<_>>());
+    let (status, body) = second.get(
+        &format!("/api/chat/history?conversation_id={conv}&after_seq=0&limit=200"),
+        &member.token,
+    );
+    assert_eq!(status, 200, "{body}");
+    let seqs: Vec<i64> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+}
