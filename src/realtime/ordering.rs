@@ -20,7 +20,7 @@ use crate::domain::chat::{Message, RECOVERY_MAX};
 use crate::error::ErrorBody;
 
 /// How many of its own `client_msg_id`s a socket remembers, to leave them out of a fill.
-const OWN_REMEMBERED: usize = 4096;
+const OWN_REMEMBERED: usize = 1024;
 
 /// A gap to fill from storage: messages after `after` up to `upto`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
