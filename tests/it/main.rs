@@ -2,6 +2,7 @@
 
 mod common;
 
+mod abuse;
 mod attendance;
 mod auth;
 mod browser;

@@ -1,0 +1,351 @@
+//! Abuse the server must absorb (issue 10): login floods, over-long usernames, forged
+//! forwarding headers, made-up methods and paths on `/metrics`, file permissions, upload
+//! quotas and orphans, bodies left unread on kept-alive connections, memory at rest.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// A TCP connection to the app from a chosen loopback address (all of 127.0.0.0/8 is
+/// local on Linux), so that tests can be several clients.
+pub fn connect_from(app: &TestApp, from: Ipv4Addr) -> TcpStream {
+    use std::os::fd::FromRawFd;
+    let server: SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let SocketAddr::V4(server) = server else {
+        panic!("the test server listens on IPv4")
+    };
+    let sockaddr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns until it is handed to
+    // TcpStream (which then closes it); the addresses live across each call.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(from, 0);
+        let rc = libc::bind(fd, &local as *const _ as *const libc::sockaddr, len);
+        assert_eq!(rc, 0, "bind {from}: {}", std::io::Error::last_os_error());
+        let remote = sockaddr(*server.ip(), server.port());
+        let rc = libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len);
+        assert_eq!(rc, 0, "connect: {}", std::io::Error::last_os_error());
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        stream
+    }
+}
+
+/// One parsed HTTP/1.1 response.
+#[allow(dead_code)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+}
+
+#[allow(dead_code)]
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Writes one request on `stream` and reads its response (Content-Length bodies only).
+pub fn raw_request(
+    stream: &mut TcpStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> RawResponse {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).expect("write request");
+    read_response(stream)
+}
+
+fn read_response(stream: &mut TcpStream) -> RawResponse {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("bad status line {line:?}"))
+        .parse()
+        .unwrap();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).expect("header line");
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':').expect("header");
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or(0);
+    let mut buf = vec![0u8; len];
+    reader.read_exact(&mut buf).expect("body");
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    RawResponse {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A login from `from` on a fresh connection.
+fn login_from(app: &TestApp, from: Ipv4Addr, username: &str, password: &str) -> RawResponse {
+    let mut s = connect_from(app, from);
+    let body = json!({"username": username, "password": password}).to_string();
+    raw_request(
+        &mut s,
+        "POST",
+        "/api/auth/login",
+        &[
+            ("Content-Type", "application/json"),
+            ("Connection", "close"),
+        ],
+        &body,
+    )
+}
+
+const HOME: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+const ELSEWHERE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+fn login_failures_logged(app: &TestApp) -> usize {
+    app.log().matches("login failed for").count()
+}
+
+#[test]
+fn concurrent_wrong_logins_check_at_most_the_limit() {
+    let app = Arc::new(TestApp::sqlite());
+    let victim = app.user("member");
+    let failures_before = login_failures_logged(&app);
+    let n = 60;
+    let barrier = Arc::new(Barrier::new(n));
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (app, barrier, name) = (app.clone(), barrier.clone(), victim.username.clone());
+            std::thread::spawn(move || {
+                let mut s = connect_from(&app, HOME);
+                let body = json!({"username": name, "password": format!("guess-{i}-xxxx")});
+                let body = body.to_string();
+                barrier.wait();
+                let r = raw_request(
+                    &mut s,
+                    "POST",
+                    "/api/auth/login",
+                    &[("Content-Type", "application/json")],
+                    &body,
+                );
+                (r.status, r.body)
+            })
+        })
+        .collect();
+    let results: Vec<(u16, Value)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let checked = results.iter().filter(|(s, _)| *s == 401).count();
+    let refused = results.iter().filter(|(s, _)| *s == 429).count();
+    assert_eq!(checked + refused, n, "only 401 or 429: {results:?}");
+    assert!(checked >= 1, "some attempts are checked");
+    assert!(
+        checked <= 10,
+        "{checked} passwords were checked, the limit is 10"
+    );
+    for (status, body) in &results {
+        assert_error(
+            body,
+            if *status == 401 {
+                "invalid_credentials"
+            } else {
+                "rate_limited"
+            },
+        );
+    }
+    let hashed = login_failures_logged(&app) - failures_before;
+    assert!(hashed <= 10, "{hashed} failed logins were checked");
+
+    // Once the guesser has used up the limit (the flood mostly hit the bound on hashes in
+    // flight), its address is locked out for this user, and nobody else is.
+    for _ in checked..10 {
+        let r = login_from(&app, HOME, &victim.username, "wrong-wrong");
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let r = login_from(&app, HOME, &victim.username, PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.body);
+    let r = login_from(&app, ELSEWHERE, &victim.username, PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["user"]["id"], victim.id);
+}
+
+#[test]
+fn a_success_clears_the_count_for_its_address() {
+    let app = TestApp::start(Backend::Sqlite, &[("SPOTTER_LOGIN_MAX_FAILURES", "3")]);
+    let user = app.user("member");
+    for _ in 0..2 {
+        assert_eq!(
+            login_from(&app, HOME, &user.username, "wrong-wrong").status,
+            401
+        );
+    }
+    assert_eq!(login_from(&app, HOME, &user.username, PASSWORD).status, 200);
+    for i in 0..3 {
+        let r = login_from(&app, HOME, &user.username, "wrong-wrong");
+        assert_eq!(r.status, 401, "failure {i} after a success: {}", r.body);
+    }
+    let r = login_from(&app, HOME, &user.username, PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert_error(&r.body, "rate_limited");
+}
+
+#[test]
+fn an_address_is_limited_across_usernames() {
+    let app = TestApp::start(Backend::Sqlite, &[("SPOTTER_LOGIN_MAX_FAILURES", "2")]);
+    // 2 per (username, address), 10 per address.
+    for i in 0..10 {
+        let r = login_from(&app, ELSEWHERE, &format!("nobody{i}"), "wrong-wrong");
+        assert_eq!(r.status, 401, "{}", r.body);
+    }
+    let r = login_from(&app, ELSEWHERE, "admin", ADMIN_PASSWORD);
+    assert_eq!(r.status, 429, "{}", r.body);
+    let r = login_from(&app, HOME, "admin", ADMIN_PASSWORD);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn long_usernames_are_refused_before_hashing_and_never_logged() {
+    let app = TestApp::sqlite();
+    let admin = app.admin();
+    let long: String = "q".repeat(20_000);
+    let failures_before = login_failures_logged(&app);
+    let started = Instant::now();
+    let (status, body) = app.call(
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"username": long, "password": "whatever-123"})),
+    );
+    let took = started.elapsed();
+    assert_eq!(status, 422, "{body}");
+    assert_error(&body, "validation_failed");
+    assert!(took < Duration::from_millis(500), "took {took:?}");
+    assert_eq!(
+        login_failures_logged(&app),
+        failures_before,
+        "nothing was hashed"
+    );
+    // 65 characters is one too many; 64 is checked as usual.
+    let (status, _) = app.call(
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "q".repeat(65), "password": "whatever-123"})),
+    );
+    assert_eq!(status, 422);
+    let (status, body) = app.call(
+        "POST",
+        "/api/auth/login",
+        None,
+        Some(json!({"username": "q".repeat(64), "password": "whatever-123"})),
+    );
+    assert_eq!(status, 401, "{body}");
+    assert_error(&body, "invalid_credentials");
+    // Creating one is refused too.
+    let (status, body) = app.post(
+        "/api/users",
+        &admin.token,
+        json!({"username": long, "password": PASSWORD, "role": "member"}),
+    );
+    assert_eq!(status, 422, "{body}");
+    assert_error(&body, "validation_failed");
+    let (status, _) = app.post(
+        "/api/users",
+        &admin.token,
+        json!({"username": "q".repeat(65), "password": PASSWORD, "role": "member"}),
+    );
+    assert_eq!(status, 422);
+    // Neither request put the name in the log (at most the 64 characters of the
+    // ordinary failed login).
+    assert!(
+        !app.log().contains(&"q".repeat(65)),
+        "a long username reached the log"
+    );
+}
+
+fn login_via(app: &TestApp, forwarded_for: &str, username: &str, password: &str) -> u16 {
+    let res = ureq::post(&app.url("/api/auth/login"))
+        .set("X-Forwarded-For", forwarded_for)
+        .timeout(WAIT)
+        .send_json(json!({"username": username, "password": password}));
+    match res {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("login: {e}"),
+    }
+}
+
+#[test]
+fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+    let proxied = TestApp::start(
+        Backend::Sqlite,
+        &[
+            ("SPOTTER_LOGIN_MAX_FAILURES", "2"),
+            ("SPOTTER_TRUSTED_PROXIES", "127.0.0.1"),
+        ],
+    );
+    for _ in 0..2 {
+        assert_eq!(login_via(&proxied, "10.0.0.1", "admin", "wrong-wrong"), 401);
+    }
+    assert_eq!(
+        login_via(&proxied, "10.0.0.1", "admin", ADMIN_PASSWORD),
+        429
+    );
+    // A forged entry to the left of what the proxy appended changes nothing.
+    assert_eq!(
+        login_via(&proxied, "10.9.9.9, 10.0.0.1", "admin", ADMIN_PASSWORD),
+        429
+    );
+    assert_eq!(
+        login_via(&proxied, "10.0.0.2", "admin", ADMIN_PASSWORD),
+        200
+    );
+
+    // Without trusted proxies the header is the client's word: ignored.
+    let direct = TestApp::start(Backend::Sqlite, &[("SPOTTER_LOGIN_MAX_FAILURES", "2")]);
+    for i in 0..2 {
+        let forged = format!("10.0.0.{i}");
+        assert_eq!(login_via(&direct, &forged, "admin", "wrong-wrong"), 401);
+    }
+    assert_eq!(login_via(&direct, "10.0.0.7", "admin", ADMIN_PASSWORD), 429);
+}
