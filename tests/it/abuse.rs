@@ -349,3 +349,61 @@ fn forwarded_for_counts_only_behind_a_trusted_proxy() {
     }
     assert_eq!(login_via(&direct, "10.0.0.7", "admin", ADMIN_PASSWORD), 429);
 }
+
+/// Series on the metrics page (sample lines).
+fn metric_series(app: &TestApp) -> (usize, usize) {
+    let page = ureq::get(&app.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let series = page
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .count();
+    (series, page.len())
+}
+
+/// A request with any method on a fresh connection; answers the status.
+fn any_method(app: &TestApp, method: &str, path: &str) -> u16 {
+    let mut s = connect_from(app, HOME);
+    raw_request(&mut s, method, path, &[("Connection", "close")], "").status
+}
+
+#[test]
+fn made_up_methods_and_paths_add_no_metric_series() {
+    let app = TestApp::sqlite();
+    let shapes = |i: usize| {
+        [
+            (format!("BREW{i}"), format!("/nowhere/{i}")),
+            (format!("X-{i}"), "/api/users/me".to_string()),
+            ("GET".to_string(), format!("/no/such/{i}/path")),
+            ("DELETE".to_string(), format!("/api/nothing-{i}")),
+        ]
+    };
+    // Every shape once, so that its `other` series exist.
+    for (method, path) in shapes(0) {
+        any_method(&app, &method, &path);
+    }
+    metric_series(&app); // `GET /metrics` has its own series.
+    let (before, size_before) = metric_series(&app);
+    for i in 1..=50 {
+        for (method, path) in shapes(i) {
+            let status = any_method(&app, &method, &path);
+            assert!((400..500).contains(&status), "{method} {path}: {status}");
+        }
+    }
+    let (after, size_after) = metric_series(&app);
+    assert_eq!(after, before, "200 odd requests added series");
+    assert!(
+        size_after < size_before + 2048,
+        "the page grew from {size_before} to {size_after} bytes"
+    );
+    let page = ureq::get(&app.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(!page.contains("BREW"), "a made-up method became a label");
+    assert!(!page.contains("/nowhere/"), "a path became a label");
+}
