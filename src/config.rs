@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use chrono::NaiveTime;
 
+/// Default age after which an upload never attached to a message is removed: a day.
+pub const UPLOAD_ORPHAN_SECS: u64 = 86_400;
+
 /// Which storage backend `SPOTTER_DATABASE_URL` selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -284,7 +287,7 @@ impl Config {
             db_pool_size: src.parse("SPOTTER_DB_POOL_SIZE", 8)?,
             trusted_proxies,
             upload_quota_bytes: src.parse("SPOTTER_UPLOAD_QUOTA_BYTES", 104_857_600)?,
-            upload_orphan_age: src.secs("SPOTTER_UPLOAD_ORPHAN_SECS", 86_400)?,
+            upload_orphan_age: src.secs("SPOTTER_UPLOAD_ORPHAN_SECS", UPLOAD_ORPHAN_SECS)?,
         })
     }
 }

@@ -407,3 +407,170 @@ fn made_up_methods_and_paths_add_no_metric_series() {
     assert!(!page.contains("BREW"), "a made-up method became a label");
     assert!(!page.contains("/nowhere/"), "a path became a label");
 }
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// The process umask, for the duration of a test that needs it (the spawned server
+/// inherits it).
+#[cfg(unix)]
+struct Umask(libc::mode_t);
+
+#[cfg(unix)]
+impl Umask {
+    fn set(mask: libc::mode_t) -> Umask {
+        // SAFETY: umask only swaps the process's file-creation mask.
+        Umask(unsafe { libc::umask(mask) })
+    }
+}
+
+#[cfg(unix)]
+impl Drop for Umask {
+    fn drop(&mut self) {
+        // SAFETY: as above, putting the previous mask back.
+        unsafe { libc::umask(self.0) };
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn database_secret_and_uploads_are_private_whatever_the_umask() {
+    let app = {
+        let _open = Umask::set(0);
+        // No configured secret: the server generates and keeps one in the data dir.
+        TestApp::start(Backend::Sqlite, &[("SPOTTER_JWT_SECRET", "")])
+    };
+    let user = app.user("member");
+    let (status, file) = crate::files::upload(&app, &user.token, "p.png", crate::files::PNG);
+    assert_eq!(status, 201, "{file}");
+    let root = app.dir.path();
+    let data = root.join("data");
+    let id = file["id"].as_i64().unwrap().to_string();
+    assert_eq!(mode(&root.join("spotter.db")), 0o600, "database");
+    for extra in ["spotter.db-wal", "spotter.db-shm"] {
+        let p = root.join(extra);
+        if p.exists() {
+            assert_eq!(mode(&p), 0o600, "{extra}");
+        }
+    }
+    assert_eq!(mode(&data), 0o700, "data dir");
+    assert_eq!(mode(&data.join("jwt_secret")), 0o600, "secret");
+    assert_eq!(mode(&data.join("uploads")), 0o700, "uploads dir");
+    assert_eq!(mode(&data.join("uploads").join(&id)), 0o600, "upload");
+}
+
+fn upload_status(app: &TestApp, token: &str) -> (u16, Value) {
+    crate::files::upload(app, token, "p.png", crate::files::PNG)
+}
+
+fn files_on_disk(app: &TestApp) -> Vec<String> {
+    match std::fs::read_dir(app.dir.path().join("data/uploads")) {
+        Ok(entries) => entries
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Room for exactly two test PNGs (67 bytes each).
+const TWO_PNGS: &[(&str, &str)] = &[("SPOTTER_UPLOAD_QUOTA_BYTES", "200")];
+
+fn uploads_have_a_per_user_quota(app: &TestApp) {
+    let user = app.user("member");
+    for _ in 0..2 {
+        assert_eq!(upload_status(app, &user.token).0, 201);
+    }
+    let (status, body) = upload_status(app, &user.token);
+    assert_eq!(status, 413, "{body}");
+    assert_error(&body, "too_large");
+    assert_eq!(files_on_disk(app).len(), 2, "{:?}", files_on_disk(app));
+    // The quota is per user.
+    let other = app.user("member");
+    assert_eq!(upload_status(app, &other.token).0, 201);
+
+    // Concurrent uploads cannot pass it either.
+    let racer = app.user("member");
+    let results: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| upload_status(app, &racer.token)))
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let stored = results.iter().filter(|(s, _)| *s == 201).count();
+    assert_eq!(stored, 2, "{results:?}");
+    for (status, body) in &results {
+        if *status != 201 {
+            assert_eq!(*status, 413, "{body}");
+            assert_error(body, "too_large");
+        }
+    }
+    let on_disk = files_on_disk(app);
+    assert_eq!(
+        on_disk.len(),
+        5,
+        "nothing half-written is left: {on_disk:?}"
+    );
+}
+crate::both_backends!(env: TWO_PNGS; uploads_have_a_per_user_quota);
+
+fn download_status(app: &TestApp, id: &Value) -> u16 {
+    match ureq::get(&app.url(&format!("/api/files/{id}"))).call() {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(s, _)) => s,
+        Err(e) => panic!("download: {e}"),
+    }
+}
+
+fn unattached_uploads_are_removed(app: &TestApp) {
+    let trainer = app.user("trainer");
+    let member = app.user("member");
+    let (_, kept) = upload_status(app, &member.token);
+    let (_, orphan) = upload_status(app, &member.token);
+    let uploaded = Instant::now();
+    let (status, conv) = app.post(
+        "/api/chat/conversations",
+        &member.token,
+        json!({"peer_id": trainer.id}),
+    );
+    assert!(status == 200 || status == 201, "{conv}");
+    let (status, body) = app.post(
+        "/api/chat/messages",
+        &member.token,
+        json!({"conversation_id": conv["id"], "content": "look", "client_msg_id": "o1",
+               "attachment_id": kept["id"]}),
+    );
+    assert_eq!(status, 201, "{body}");
+    // Sweeps run every second; the orphan is younger than its 3 s for a while.
+    std::thread::sleep(Duration::from_millis(1500).saturating_sub(uploaded.elapsed()));
+    assert_eq!(
+        download_status(app, &orphan["id"]),
+        200,
+        "removed too early"
+    );
+    eventually(WAIT, "the orphan upload to go", || {
+        (download_status(app, &orphan["id"]) == 404).then_some(())
+    });
+    assert!(uploaded.elapsed() >= Duration::from_secs(3));
+    assert_eq!(
+        download_status(app, &kept["id"]),
+        200,
+        "an attachment stays"
+    );
+    let on_disk = files_on_disk(app);
+    assert_eq!(on_disk, vec![kept["id"].to_string()], "the bytes went too");
+    // Its bytes no longer count against the quota (two fit again).
+    let (status, body) = upload_status(app, &member.token);
+    assert_eq!(status, 201, "{body}");
+}
+crate::both_backends!(env: &[
+    ("SPOTTER_UPLOAD_ORPHAN_SECS", "3"),
+    ("SPOTTER_SWEEP_INTERVAL_SECS", "1"),
+    ("SPOTTER_UPLOAD_QUOTA_BYTES", "200"),
+]; unattached_uploads_are_removed);
