@@ -574,3 +574,119 @@ crate::both_backends!(env: &[
     ("SPOTTER_SWEEP_INTERVAL_SECS", "1"),
     ("SPOTTER_UPLOAD_QUOTA_BYTES", "200"),
 ]; unattached_uploads_are_removed);
+
+/// Posts on one kept-alive connection; every answer must keep it open.
+fn posts_on_one_connection(app: &TestApp, token: &str, path: &str, body: &str, n: usize) {
+    let mut s = connect_from(app, HOME);
+    let auth = format!("Bearer {token}");
+    for i in 0..n {
+        let r = raw_request(
+            &mut s,
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body,
+        );
+        assert!(
+            (200..300).contains(&r.status),
+            "{path} #{i}: {} {}",
+            r.status,
+            r.body
+        );
+        assert_ne!(
+            r.header("connection")
+                .map(str::to_ascii_lowercase)
+                .as_deref(),
+            Some("close"),
+            "{path} #{i} closed the connection"
+        );
+    }
+}
+
+#[test]
+fn bodies_a_handler_ignores_keep_the_connection_alive() {
+    let app = TestApp::sqlite();
+    let user = app.user("member");
+    posts_on_one_connection(&app, &user.token, "/api/users/heartbeat", "{}", 5);
+    posts_on_one_connection(&app, &user.token, "/api/users/heartbeat/", "{}", 3);
+    posts_on_one_connection(&app, &user.token, "/api/users/heartbeat", "", 3);
+    // Chunked bodies too.
+    let mut s = connect_from(&app, HOME);
+    for i in 0..3 {
+        let req = format!(
+            "POST /api/users/heartbeat HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n",
+            user.token
+        );
+        s.write_all(req.as_bytes()).unwrap();
+        let r = read_response(&mut s);
+        assert!((200..300).contains(&r.status), "chunked #{i}: {}", r.status);
+        assert_ne!(r.header("connection"), Some("close"), "chunked #{i}");
+    }
+    // A logout with a body that says nothing, then more requests on that connection.
+    let other = app.login(&user.username, PASSWORD);
+    let mut s = connect_from(&app, HOME);
+    let auth = format!("Bearer {}", other.token);
+    let r = raw_request(
+        &mut s,
+        "POST",
+        "/api/auth/logout",
+        &[("Authorization", &auth)],
+        "{}",
+    );
+    assert_eq!(r.status, 204, "{}", r.body);
+    let r = raw_request(
+        &mut s,
+        "POST",
+        "/api/users/heartbeat",
+        &[("Authorization", &auth)],
+        "{}",
+    );
+    assert_eq!(
+        r.status, 401,
+        "the same connection answers, the token is revoked"
+    );
+    // Bigger bodies still arrive whole (a JSON body past the small-body bound).
+    let admin = app.admin();
+    let long_name = "n".repeat(60);
+    let padding = " ".repeat(40 * 1024);
+    let body = format!(
+        r#"{{"username":"big_{}","password":"{PASSWORD}","role":"member","display_name":"{long_name}"}}{padding}"#,
+        uuid_like()
+    );
+    let mut s = connect_from(&app, HOME);
+    let auth = format!("Bearer {}", admin.token);
+    let r = raw_request(
+        &mut s,
+        "POST",
+        "/api/users",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &body,
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["display_name"], long_name.as_str());
+    // The same past the bound in chunks: what was read first, then the rest.
+    let body = body.replace("big_", "big2_");
+    let mut req = format!(
+        "POST /api/users HTTP/1.1\r\nHost: t\r\nAuthorization: {auth}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    for piece in body.as_bytes().chunks(7000) {
+        req.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            std::str::from_utf8(piece).unwrap()
+        ));
+    }
+    req.push_str("0\r\n\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let r = read_response(&mut s);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["display_name"], long_name.as_str());
+}
