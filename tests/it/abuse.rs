@@ -690,3 +690,39 @@ fn bodies_a_handler_ignores_keep_the_connection_alive() {
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.body["display_name"], long_name.as_str());
 }
+
+/// The server's resident memory in KiB (Linux).
+fn rss_kib(app: &TestApp) -> u64 {
+    let pid = app.pid().expect("server running");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn memory_at_rest_after_100_logins_stays_small() {
+    let app = TestApp::sqlite();
+    let at_start = rss_kib(&app);
+    // Four at a time, so that both hasher threads work.
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..25 {
+                    app.admin();
+                }
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    let at_rest = rss_kib(&app);
+    eprintln!("RSS: {at_start} KiB at start, {at_rest} KiB at rest after 100 logins");
+    assert!(
+        at_rest < 64 * 1024,
+        "{at_rest} KiB at rest after 100 logins (started at {at_start} KiB)"
+    );
+}
