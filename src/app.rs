@@ -187,6 +187,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         App::new()
             .app_data(data.clone())
             .configure(move |c| crate::http::configure(c, &st))
+            .wrap(from_fn(crate::http::drain::read_small_bodies))
             .wrap(from_fn(crate::http::observe))
             .wrap(from_fn(crate::http::normalize_path))
     })

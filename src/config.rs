@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use chrono::NaiveTime;
 
+/// Default age after which an upload never attached to a message is removed: a day.
+pub const UPLOAD_ORPHAN_SECS: u64 = 86_400;
+
 /// Which storage backend `SPOTTER_DATABASE_URL` selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatabaseUrl {
@@ -67,6 +70,13 @@ pub struct Config {
     pub admin_password: Option<String>,
     /// r2d2 pool size (PostgreSQL; SQLite reads use it too, writes use one connection).
     pub db_pool_size: u32,
+    /// Peers whose `X-Forwarded-For` names the client (reverse proxies). Empty: the
+    /// header is ignored and the peer address is the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Bytes of uploads one user may keep.
+    pub upload_quota_bytes: u64,
+    /// Uploads never attached to a message are removed once this old.
+    pub upload_orphan_age: Duration,
 }
 
 /// A configuration error: names the variable and says what is wrong.
@@ -236,6 +246,23 @@ impl Config {
             return Err(err("SPOTTER_WS_QUEUE", "must be at least 16"));
         }
 
+        let trusted_proxies = match src.get("SPOTTER_TRUSTED_PROXIES") {
+            None => Vec::new(),
+            Some(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    p.parse::<std::net::IpAddr>().map_err(|_| {
+                        err(
+                            "SPOTTER_TRUSTED_PROXIES",
+                            format!("{p:?} is not an IP address"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+
         Ok(Config {
             bind,
             database_url,
@@ -272,6 +299,9 @@ impl Config {
             login_window: src.secs("SPOTTER_LOGIN_WINDOW_SECS", 300)?,
             admin_password: src.get("SPOTTER_ADMIN_PASSWORD"),
             db_pool_size: src.parse("SPOTTER_DB_POOL_SIZE", 8)?,
+            trusted_proxies,
+            upload_quota_bytes: src.parse("SPOTTER_UPLOAD_QUOTA_BYTES", 104_857_600)?,
+            upload_orphan_age: src.secs("SPOTTER_UPLOAD_ORPHAN_SECS", UPLOAD_ORPHAN_SECS)?,
         })
     }
 }
@@ -331,5 +361,19 @@ mod tests {
         assert_eq!(e.var, "SPOTTER_BIND");
         let e = cfg(&[("SPOTTER_SWEEP_INTERVAL_SECS", "x")]).unwrap_err();
         assert_eq!(e.var, "SPOTTER_SWEEP_INTERVAL_SECS");
+        let e = cfg(&[("SPOTTER_TRUSTED_PROXIES", "10.0.0.1, proxy")]).unwrap_err();
+        assert_eq!(e.var, "SPOTTER_TRUSTED_PROXIES");
+        let e = cfg(&[("SPOTTER_UPLOAD_ORPHAN_SECS", "0")]).unwrap_err();
+        assert_eq!(e.var, "SPOTTER_UPLOAD_ORPHAN_SECS");
+    }
+
+    #[test]
+    fn abuse_settings() {
+        let c = cfg(&[]).unwrap();
+        assert!(c.trusted_proxies.is_empty());
+        assert_eq!(c.upload_quota_bytes, 104_857_600);
+        assert_eq!(c.upload_orphan_age, Duration::from_secs(86_400));
+        let c = cfg(&[("SPOTTER_TRUSTED_PROXIES", "127.0.0.1, ::1")]).unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
     }
 }

@@ -1,15 +1,111 @@
 //! Prometheus metrics: one registry per server, rendered by `GET /metrics`.
+//!
+//! Every label has a bounded set of values, whatever clients send: the HTTP metrics
+//! label unknown methods, unmatched paths and routes past [`MAX_ROUTES`] as `other`.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
     Registry, TextEncoder,
 };
 
+/// The value of a label whose real value is outside its bounded set.
+pub const OTHER: &str = "other";
+/// Methods labelled by name; any other method is [`OTHER`].
+const KNOWN_METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+/// Distinct route labels kept; a backstop (the routes are a fixed set of patterns).
+const MAX_ROUTES: usize = 256;
+
+/// A labelled metric family.
+pub trait LabelledVec {
+    type Metric;
+    fn with_labels(&self, labels: &[&str]) -> Self::Metric;
+}
+
+impl LabelledVec for IntCounterVec {
+    type Metric = IntCounter;
+    fn with_labels(&self, labels: &[&str]) -> IntCounter {
+        self.with_label_values(labels)
+    }
+}
+
+impl LabelledVec for HistogramVec {
+    type Metric = Histogram;
+    fn with_labels(&self, labels: &[&str]) -> Histogram {
+        self.with_label_values(labels)
+    }
+}
+
+/// An HTTP metric labelled `method`, `route` (and maybe `status`), with every label
+/// mapped into a bounded set before it reaches the registry.
+pub struct HttpVec<V: LabelledVec> {
+    inner: V,
+    routes: Mutex<HashSet<String>>,
+}
+
+impl<V: LabelledVec> HttpVec<V> {
+    fn new(inner: V) -> HttpVec<V> {
+        HttpVec {
+            inner,
+            routes: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The metric for `[method, route, status…]`. `route` is a route pattern, or
+    /// `unmatched`/empty when no route matched (labelled `other`); a status that is not
+    /// three digits is `other`.
+    pub fn with_label_values(&self, labels: &[&str]) -> V::Metric {
+        let mut bounded: Vec<&str> = Vec::with_capacity(labels.len());
+        for (i, value) in labels.iter().enumerate() {
+            bounded.push(match i {
+                0 => method_label(value),
+                1 => self.route_label(value),
+                2 => status_label(value),
+                _ => OTHER,
+            });
+        }
+        self.inner.with_labels(&bounded)
+    }
+
+    fn route_label<'a>(&self, route: &'a str) -> &'a str {
+        if route.is_empty() || route == "unmatched" || !route.starts_with('/') {
+            return OTHER;
+        }
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if routes.contains(route) {
+            return route;
+        }
+        if routes.len() >= MAX_ROUTES {
+            return OTHER;
+        }
+        routes.insert(route.to_string());
+        route
+    }
+}
+
+fn method_label(method: &str) -> &str {
+    KNOWN_METHODS
+        .iter()
+        .copied()
+        .find(|m| *m == method)
+        .unwrap_or(OTHER)
+}
+
+fn status_label(status: &str) -> &str {
+    if status.len() == 3 && status.bytes().all(|b| b.is_ascii_digit()) {
+        status
+    } else {
+        OTHER
+    }
+}
+
 /// Every metric Spotter exports.
 pub struct Metrics {
     registry: Registry,
-    pub http_requests: IntCounterVec,
-    pub http_latency: HistogramVec,
+    pub http_requests: HttpVec<IntCounterVec>,
+    pub http_latency: HttpVec<HistogramVec>,
     pub ws_open: IntGauge,
     pub ws_frames_in: IntCounter,
     pub ws_frames_out: IntCounter,
@@ -74,13 +170,13 @@ impl Metrics {
         r.register(Box::new(broadcast_fanout.clone()))
             .expect("metric registered once");
         Metrics {
-            http_requests: counter_vec(
+            http_requests: HttpVec::new(counter_vec(
                 &r,
                 "http_requests_total",
                 "HTTP requests by method, route and status",
                 &["method", "route", "status"],
-            ),
-            http_latency,
+            )),
+            http_latency: HttpVec::new(http_latency),
             ws_open: gauge(&r, "ws_open_sockets", "Authenticated sockets open"),
             ws_frames_in: counter(&r, "ws_frames_in_total", "Frames received from clients"),
             ws_frames_out: counter(&r, "ws_frames_out_total", "Frames queued to clients"),
@@ -146,5 +242,38 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_labels_are_bounded() {
+        let m = Metrics::new();
+        m.http_requests
+            .with_label_values(&["GET", "/api/users/{id}", "200"])
+            .inc();
+        for i in 0..(MAX_ROUTES * 2) {
+            let method = format!("M{i}");
+            let route = format!("/made/up/{i}");
+            m.http_requests
+                .with_label_values(&[&method, &route, "404"])
+                .inc();
+            m.http_requests
+                .with_label_values(&["GET", "unmatched", "x"])
+                .inc();
+            m.http_latency
+                .with_label_values(&[&method, "unmatched"])
+                .observe(0.001);
+        }
+        let page = m.render();
+        assert!(page.contains(r#"method="GET",route="/api/users/{id}",status="200""#));
+        assert!(page.contains(r#"method="GET",route="other",status="other""#));
+        assert!(page.contains(r#"method="other",route="other",status="404""#));
+        assert!(!page.contains("M1"), "made-up methods never become labels");
+        let series = page.lines().filter(|l| l.contains("route=")).count();
+        assert!(series < MAX_ROUTES + 50, "{series} series");
     }
 }

@@ -96,7 +96,7 @@ pub fn load_or_create_secret(
     let mut raw = [0u8; 48];
     rand::rngs::OsRng.fill_bytes(&mut raw);
     let secret = hex::encode(raw);
-    std::fs::create_dir_all(data_dir)?;
+    crate::db::private_fs::create_dir(data_dir, true)?;
     write_private(&path, secret.as_bytes())?;
     log::warn!(
         "SPOTTER_JWT_SECRET is not set: generated a secret and kept it in {} (set the variable when running several instances)",
@@ -107,12 +107,13 @@ pub fn load_or_create_secret(
 
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path)?.write_all(bytes)
+    let mut file = crate::db::private_fs::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    // A file that existed (too short) keeps its old mode when opened: set it.
+    crate::db::private_fs::restrict(&file)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }

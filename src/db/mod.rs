@@ -10,6 +10,7 @@ pub mod checkins;
 pub mod files;
 pub mod group_commit;
 pub mod ids;
+pub mod private_fs;
 pub mod schema;
 pub mod trainers;
 pub mod users;
@@ -118,11 +119,16 @@ impl Db {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = std::path::Path::new(path).parent() {
                     if !dir.as_os_str().is_empty() {
-                        std::fs::create_dir_all(dir).map_err(|e| {
+                        private_fs::create_dir(dir, false).map_err(|e| {
                             AppError::Unavailable(format!("cannot create {}: {e}", dir.display()))
                         })?;
                     }
                 }
+                // Created here, private, before SQLite creates it with the umask's mode;
+                // its -wal and -shm files take the same mode.
+                private_fs::create_file_if_missing(std::path::Path::new(path)).map_err(|e| {
+                    AppError::Unavailable(format!("cannot create the database {path}: {e}"))
+                })?;
                 let build = |size: u32| {
                     Pool::builder()
                         .max_size(size)

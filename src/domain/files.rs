@@ -12,6 +12,7 @@ use futures_util::{Stream, StreamExt};
 use rand::Rng;
 
 use crate::db::files::FileRow;
+use crate::db::private_fs;
 use crate::db::{FileId, UserId};
 use crate::domain::chat::Attachment;
 use crate::error::{AppError, AppResult};
@@ -97,10 +98,15 @@ struct TempFile {
 impl TempFile {
     async fn create(dir: PathBuf) -> AppResult<TempFile> {
         actix_web::web::block(move || {
-            std::fs::create_dir_all(&dir)
+            if let Some(data_dir) = dir.parent() {
+                private_fs::create_dir(data_dir, true)
+                    .map_err(|e| storage_error(&format!("create {}", data_dir.display()), e))?;
+            }
+            private_fs::create_dir(&dir, true)
                 .map_err(|e| storage_error(&format!("create {}", dir.display()), e))?;
             let path = dir.join(format!(".tmp-{}", uuid::Uuid::new_v4().simple()));
-            let file = File::options()
+            // Private whatever the umask: the mode is kept by the rename into place.
+            let file = private_fs::options()
                 .write(true)
                 .create_new(true)
                 .open(&path)
@@ -196,8 +202,14 @@ pub async fn save_upload<S>(state: &AppState, owner: UserId, chunks: S) -> AppRe
 where
     S: Stream<Item = AppResult<Bytes>> + Unpin,
 {
+    let quota = state.config.upload_quota_bytes;
+    let used = state
+        .db
+        .read(move |c| crate::db::files::used_bytes(c, owner))
+        .await?;
+    let quota_left = quota.saturating_sub(used.max(0) as u64);
     let mut temp = TempFile::create(uploads_dir(state)).await?;
-    match receive(state, &mut temp, chunks).await {
+    match receive(state, &mut temp, chunks, quota_left).await {
         Ok((content_type, size)) => {
             let row = register(state, owner, content_type, size).await;
             let row = match row {
@@ -241,12 +253,21 @@ async fn receive<S>(
     state: &AppState,
     temp: &mut TempFile,
     mut chunks: S,
+    quota_left: u64,
 ) -> AppResult<(&'static str, i64)>
 where
     S: Stream<Item = AppResult<Bytes>> + Unpin,
 {
     let max = state.config.upload_max_bytes;
-    let too_large = || AppError::TooLarge(format!("files are limited to {max} bytes"));
+    let quota = state.config.upload_quota_bytes;
+    let too_large = || {
+        if max <= quota_left {
+            AppError::TooLarge(format!("files are limited to {max} bytes"))
+        } else {
+            over_quota(quota)
+        }
+    };
+    let max = max.min(quota_left);
     let unsupported = || {
         AppError::UnsupportedMediaType("only png, jpeg, gif and webp images are accepted".into())
     };
@@ -278,7 +299,14 @@ where
     Ok((content_type, size as i64))
 }
 
-/// Inserts the file's row under a fresh random id.
+/// 413: the upload would take its owner past `SPOTTER_UPLOAD_QUOTA_BYTES`.
+fn over_quota(quota: u64) -> AppError {
+    AppError::TooLarge(format!(
+        "the upload quota of {quota} bytes per user would be exceeded"
+    ))
+}
+
+/// Inserts the file's row under a fresh random id, within the owner's quota.
 async fn register(
     state: &AppState,
     owner: UserId,
@@ -295,17 +323,46 @@ async fn register(
             created_at,
         };
         let insert = row.clone();
+        let quota = state.config.upload_quota_bytes;
         match state
             .db
-            .write(move |c| crate::db::files::insert(c, &insert))
+            .write(move |c| crate::db::files::insert_within_quota(c, &insert, quota))
             .await
         {
-            Ok(()) => return Ok(row),
+            Ok(true) => return Ok(row),
+            Ok(false) => return Err(over_quota(quota)),
             Err(AppError::Conflict(_)) => continue,
             Err(e) => return Err(e),
         }
     }
     Err(AppError::internal("no free file id after several attempts"))
+}
+
+/// Removes the uploads that no message refers to and are older than
+/// `SPOTTER_UPLOAD_ORPHAN_SECS` (the sweeper): rows first, then bytes. Answers how many.
+pub async fn remove_orphans(state: &AppState) -> AppResult<usize> {
+    let age = chrono::Duration::from_std(state.config.upload_orphan_age)
+        .map_err(|e| AppError::internal(format!("orphan age: {e}")))?;
+    let before = crate::time::to_db(crate::time::now() - age);
+    let ids = state
+        .db
+        .write(move |c| crate::db::files::delete_unattached(c, before))
+        .await?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let dir = uploads_dir(state);
+    let count = ids.len();
+    actix_web::web::block(move || {
+        for id in ids {
+            if let Err(e) = remove(&dir.join(id.to_string())) {
+                log::warn!("uploads: file {id} removed, but not its bytes: {e}");
+            }
+        }
+    })
+    .await?;
+    log::info!("uploads: removed {count} file(s) never attached to a message");
+    Ok(count)
 }
 
 /// An open stored file and its metadata, for download.

@@ -1,10 +1,13 @@
 //! `/api/auth`: login, refresh, logout.
 
+use std::net::IpAddr;
+
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
+use crate::auth::throttle::Refusal;
 use crate::auth::{tokens, AuthUser};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -19,18 +22,76 @@ struct LoginBody {
     password: String,
 }
 
+/// Longest username a login may name (PROTOCOL §2: usernames are 1..64 characters).
+const USERNAME_MAX_CHARS: usize = 64;
+
+/// Logins are admitted by the throttle before anything is hashed: a username longer than
+/// any account's is refused (422) without hashing and without being logged, and too many
+/// attempts from one address (at once, or failed in the window) get 429 at once.
 async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
     body: web::Json<LoginBody>,
 ) -> AppResult<HttpResponse> {
-    let addr = req
-        .peer_addr()
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
+    let addr = client_addr(&req, &state.config.trusted_proxies);
     let body = body.into_inner();
-    let pair = tokens::login(&state, body.username, body.password, addr).await?;
-    Ok(HttpResponse::Ok().json(pair))
+    if body.username.chars().count() > USERNAME_MAX_CHARS {
+        return Err(AppError::Validation(format!(
+            "usernames are at most {USERNAME_MAX_CHARS} characters"
+        )));
+    }
+    let attempt = state
+        .throttle
+        .admit(&body.username, &addr)
+        .map_err(|refusal| {
+            AppError::RateLimited(
+                match refusal {
+                    Refusal::TooManyFailures => "too many failed logins, try again later",
+                    Refusal::TooManyAtOnce => "too many logins at once from this address",
+                }
+                .into(),
+            )
+        })?;
+    match tokens::login(&state, body.username, body.password, addr).await {
+        Ok(pair) => {
+            attempt.succeeded();
+            Ok(HttpResponse::Ok().json(pair))
+        }
+        // Dropped unsettled: counted as a failure.
+        Err(AppError::InvalidCredentials) => Err(AppError::InvalidCredentials),
+        Err(e) => {
+            attempt.not_a_guess();
+            Err(e)
+        }
+    }
+}
+
+/// The client's address: the peer, or, when the peer is a trusted proxy
+/// (`SPOTTER_TRUSTED_PROXIES`), the last address in `X-Forwarded-For` that is not itself a
+/// trusted proxy. Without trusted proxies the header is ignored: anyone could forge it.
+pub fn client_addr(req: &HttpRequest, trusted: &[IpAddr]) -> String {
+    let Some(peer) = req.peer_addr().map(|a| a.ip()) else {
+        return String::new();
+    };
+    if !trusted.contains(&peer) {
+        return peer.to_string();
+    }
+    let mut hops: Vec<&str> = Vec::new();
+    for value in req.headers().get_all("x-forwarded-for") {
+        let Ok(value) = value.to_str() else {
+            return peer.to_string();
+        };
+        hops.extend(value.split(',').map(str::trim));
+    }
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return ip.to_string(),
+            // A hop that is not an address: the chain cannot be trusted past it.
+            Err(_) => break,
+        }
+    }
+    peer.to_string()
 }
 
 #[derive(Deserialize)]

@@ -5,6 +5,7 @@ pub mod attendance;
 pub mod auth;
 pub mod chat;
 pub mod checkins;
+pub mod drain;
 pub mod files;
 pub mod ops;
 pub mod static_files;

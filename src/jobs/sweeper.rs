@@ -1,6 +1,7 @@
 //! The sweeper actor: every `SPOTTER_SWEEP_INTERVAL_SECS` it marks silent users offline,
 //! recomputes the check-in statistics from the database (publishing a correction if the
-//! live counters drifted), closes check-ins left open too long, and prunes expired tokens.
+//! live counters drifted), closes check-ins left open too long, removes uploads never
+//! attached to a message (after `SPOTTER_UPLOAD_ORPHAN_SECS`), and prunes expired tokens.
 //! A failing step is logged and the others still run; the next run tries again.
 
 use actix::prelude::*;
@@ -44,6 +45,9 @@ pub async fn run_once(state: &AppState) {
     }
     if let Err(e) = crate::domain::checkins::sweep(state).await {
         log::error!("sweeper: check-in maintenance failed: {e}");
+    }
+    if let Err(e) = crate::domain::files::remove_orphans(state).await {
+        log::error!("sweeper: removing unattached uploads failed: {e}");
     }
     let now = crate::time::now();
     state.revoked.prune(now.timestamp());

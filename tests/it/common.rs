@@ -167,14 +167,9 @@ impl TestApp {
         self.child = Some(child);
     }
 
-    /// The server's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("server running").id()
-    }
-
     /// The server's resident memory, in KiB (Linux).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid().expect("server running")))
             .expect("/proc/PID/status");
         status
             .lines()
@@ -186,6 +181,11 @@ impl TestApp {
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
+    }
+
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// Sends SIGTERM and waits for the process to exit; returns its exit status.

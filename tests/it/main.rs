@@ -2,6 +2,7 @@
 
 mod common;
 
+mod abuse;
 mod accounts;
 mod attendance;
 mod auth;
