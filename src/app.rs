@@ -143,6 +143,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
         throttle: Arc::new(LoginThrottle::new(
             config.login_max_failures,
             config.login_window,
+            config.login_max_concurrent_per_addr,
         )),
         config,
         db,

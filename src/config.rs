@@ -67,6 +67,8 @@ pub struct Config {
     /// Failed logins allowed per username (and, times five, per address) in a window.
     pub login_max_failures: u32,
     pub login_window: Duration,
+    /// Logins one address may have being checked at once.
+    pub login_max_concurrent_per_addr: u32,
     pub admin_password: Option<String>,
     /// r2d2 pool size (PostgreSQL; SQLite reads use it too, writes use one connection).
     pub db_pool_size: u32,
@@ -297,6 +299,7 @@ impl Config {
             ),
             login_max_failures: src.parse("SPOTTER_LOGIN_MAX_FAILURES", 10)?,
             login_window: src.secs("SPOTTER_LOGIN_WINDOW_SECS", 300)?,
+            login_max_concurrent_per_addr: src.parse("SPOTTER_LOGIN_MAX_CONCURRENT_PER_ADDR", 8)?,
             admin_password: src.get("SPOTTER_ADMIN_PASSWORD"),
             db_pool_size: src.parse("SPOTTER_DB_POOL_SIZE", 8)?,
             trusted_proxies,

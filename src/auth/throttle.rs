@@ -3,7 +3,8 @@
 //! - per (username, address): `max_failures` attempts per window, so a guesser on one
 //!   address never locks the user out on other addresses; a successful login clears it;
 //! - per address: [`ADDRESS_FACTOR`] times as many, across all usernames;
-//! - per address, at most [`MAX_HASHES_PER_ADDRESS`] attempts in flight at once.
+//! - per address, at most `SPOTTER_LOGIN_MAX_CONCURRENT_PER_ADDR` attempts in flight at
+//!   once (a gym's members behind one NAT log in at the start of a class: not too few).
 //!
 //! An attempt counts as a failure unless its outcome says otherwise: a success or an
 //! outcome that was not a wrong password (inactive account, storage down) gives it back.
@@ -19,8 +20,6 @@ use std::time::{Duration, Instant};
 const MAX_KEYS: usize = 100_000;
 /// An address may fail this many times more often than one (username, address).
 pub const ADDRESS_FACTOR: u32 = 5;
-/// Password hashes one address may have running at once; more get 429 at once.
-pub const MAX_HASHES_PER_ADDRESS: u32 = 4;
 
 #[derive(Clone, Copy)]
 struct Window {
@@ -70,6 +69,8 @@ pub enum Refusal {
 pub struct LoginThrottle {
     max_failures: u32,
     window: Duration,
+    /// Password hashes one address may have running at once; more get 429 at once.
+    max_in_flight: u32,
     maps: Mutex<Maps>,
 }
 
@@ -84,10 +85,11 @@ fn bound<K: Clone + Eq + std::hash::Hash>(map: &mut HashMap<K, Window>, window: 
 }
 
 impl LoginThrottle {
-    pub fn new(max_failures: u32, window: Duration) -> LoginThrottle {
+    pub fn new(max_failures: u32, window: Duration, max_in_flight: u32) -> LoginThrottle {
         LoginThrottle {
             max_failures,
             window,
+            max_in_flight,
             maps: Mutex::new(Maps::default()),
         }
     }
@@ -111,7 +113,7 @@ impl LoginThrottle {
             .copied()
             .unwrap_or_else(Window::new);
         by_user.roll(self.window);
-        if by_addr.in_flight >= MAX_HASHES_PER_ADDRESS {
+        if by_addr.in_flight >= self.max_in_flight {
             return Err(Refusal::TooManyAtOnce);
         }
         if by_addr.attempts >= addr_limit || by_user.attempts >= self.max_failures {
@@ -192,8 +194,10 @@ impl Drop for LoginAttempt<'_> {
 mod tests {
     use super::*;
 
+    const IN_FLIGHT: u32 = 4;
+
     fn throttle(max: u32) -> LoginThrottle {
-        LoginThrottle::new(max, Duration::from_secs(300))
+        LoginThrottle::new(max, Duration::from_secs(300), IN_FLIGHT)
     }
 
     #[test]
@@ -229,7 +233,7 @@ mod tests {
     #[test]
     fn hashes_in_flight_per_address_are_bounded() {
         let t = throttle(100);
-        let held: Vec<_> = (0..MAX_HASHES_PER_ADDRESS)
+        let held: Vec<_> = (0..IN_FLIGHT)
             .map(|i| t.admit(&format!("u{i}"), "a").unwrap())
             .collect();
         assert_eq!(t.admit("v", "a").err(), Some(Refusal::TooManyAtOnce));
@@ -249,7 +253,7 @@ mod tests {
 
     #[test]
     fn windows_end() {
-        let t = LoginThrottle::new(1, Duration::from_millis(50));
+        let t = LoginThrottle::new(1, Duration::from_millis(50), IN_FLIGHT);
         drop(t.admit("ann", "a").unwrap());
         assert!(t.admit("ann", "a").is_err());
         std::thread::sleep(Duration::from_millis(60));

@@ -169,8 +169,11 @@ impl TestApp {
 
     /// The server's resident memory, in KiB (Linux).
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid().expect("server running")))
-            .expect("/proc/PID/status");
+        let status = std::fs::read_to_string(format!(
+            "/proc/{}/status",
+            self.pid().expect("server running")
+        ))
+        .expect("/proc/PID/status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
