@@ -63,6 +63,19 @@ pub struct NewMessage {
     pub created_at: NaiveDateTime,
 }
 
+/// A message row to insert, its `seq` given (the bulk insert on PostgreSQL).
+#[derive(Insertable)]
+#[diesel(table_name = messages)]
+struct MessageInsert<'a> {
+    conversation_id: ConversationId,
+    seq: i64,
+    sender_id: UserId,
+    content: &'a str,
+    attachment_id: Option<FileId>,
+    client_msg_id: &'a str,
+    created_at: NaiveDateTime,
+}
+
 /// Orders a pair the way `conversations` stores it.
 pub fn ordered(a: UserId, b: UserId) -> (UserId, UserId) {
     if a <= b {
@@ -293,7 +306,7 @@ pub fn insert_batch(
                     .select((conversations::id, conversations::last_seq))
                     .for_update()
                     .load(c)?;
-                insert_grouped!(c, batch, tails)
+                insert_grouped_pg(c, batch, tails)
             })
         }
     };
@@ -305,6 +318,117 @@ pub fn insert_batch(
         }
         Err(e) => Ok(vec![Err(e)]),
     }
+}
+
+/// The body of [`insert_batch`]'s transaction on PostgreSQL, where every statement is a
+/// round trip: the batch's repeats are found with one query and its new rows inserted
+/// with one multi-row INSERT; `last_seq`, `last_message_at` and the read markers are
+/// written once per conversation, as on SQLite.
+fn insert_grouped_pg(
+    c: &mut diesel::PgConnection,
+    batch: &[&NewMessage],
+    tails: Vec<(ConversationId, i64)>,
+) -> AppResult<Vec<AppResult<(MessageRow, bool)>>> {
+    type Key<'a> = (ConversationId, UserId, &'a str);
+    let ids: Vec<ConversationId> = tails.iter().map(|(id, _)| *id).collect();
+    let cmids: Vec<&str> = batch.iter().map(|m| m.client_msg_id.as_str()).collect();
+    let stored: Vec<MessageRow> = messages::table
+        .filter(messages::conversation_id.eq_any(&ids))
+        .filter(messages::client_msg_id.eq_any(&cmids))
+        .select(MessageRow::as_select())
+        .load(c)?;
+    let mut repeats: HashMap<Key<'_>, MessageRow> = HashMap::new();
+    for row in &stored {
+        repeats.insert(
+            (
+                row.conversation_id,
+                row.sender_id,
+                row.client_msg_id.as_str(),
+            ),
+            row.clone(),
+        );
+    }
+    let mut tails: HashMap<ConversationId, (i64, Option<NaiveDateTime>)> = tails
+        .into_iter()
+        .map(|(id, seq)| (id, (seq, None)))
+        .collect();
+    let mut marks: HashMap<(ConversationId, UserId), i64> = HashMap::new();
+    // Per message: a repeat of a stored row, or the (conversation, seq) it is inserted as
+    // (a repeat inside the batch points at the earlier one's).
+    enum Slot {
+        Stored(MessageRow),
+        New(ConversationId, i64, bool),
+    }
+    let mut slots = Vec::with_capacity(batch.len());
+    let mut fresh: HashMap<Key<'_>, (ConversationId, i64)> = HashMap::new();
+    let mut inserts = Vec::new();
+    for new in batch {
+        let k = (
+            new.conversation_id,
+            new.sender_id,
+            new.client_msg_id.as_str(),
+        );
+        if let Some(row) = repeats.get(&k) {
+            slots.push(Slot::Stored(row.clone()));
+            continue;
+        }
+        if let Some((conversation, seq)) = fresh.get(&k) {
+            slots.push(Slot::New(*conversation, *seq, false));
+            continue;
+        }
+        let Some(tail) = tails.get_mut(&new.conversation_id) else {
+            return Err(AppError::not_found("conversation"));
+        };
+        let seq = tail.0 + 1;
+        *tail = (seq, Some(new.created_at));
+        marks.insert((new.conversation_id, new.sender_id), seq);
+        fresh.insert(k, (new.conversation_id, seq));
+        slots.push(Slot::New(new.conversation_id, seq, true));
+        inserts.push(MessageInsert {
+            conversation_id: new.conversation_id,
+            seq,
+            sender_id: new.sender_id,
+            content: &new.content,
+            attachment_id: new.attachment_id,
+            client_msg_id: &new.client_msg_id,
+            created_at: new.created_at,
+        });
+    }
+    let inserted: HashMap<(ConversationId, i64), MessageRow> = if inserts.is_empty() {
+        HashMap::new()
+    } else {
+        diesel::insert_into(messages::table)
+            .values(&inserts)
+            .returning(MessageRow::as_returning())
+            .get_results::<MessageRow>(c)?
+            .into_iter()
+            .map(|row| ((row.conversation_id, row.seq), row))
+            .collect()
+    };
+    for (id, (seq, at)) in tails {
+        if let Some(at) = at {
+            diesel::update(conversations::table.find(id))
+                .set((
+                    conversations::last_seq.eq(seq),
+                    conversations::last_message_at.eq(Some(at)),
+                ))
+                .execute(c)?;
+        }
+    }
+    for ((conversation, sender), seq) in marks {
+        move_read_marker!(c, conversation, sender, seq);
+    }
+    slots
+        .into_iter()
+        .map(|slot| match slot {
+            Slot::Stored(row) => Ok(Ok((row, false))),
+            Slot::New(conversation, seq, created) => inserted
+                .get(&(conversation, seq))
+                .cloned()
+                .map(|row| Ok((row, created)))
+                .ok_or_else(|| AppError::internal("an inserted message went missing")),
+        })
+        .collect()
 }
 
 pub fn insert_message(conn: &mut Conn, new: &NewMessage) -> AppResult<(MessageRow, bool)> {
@@ -524,7 +648,43 @@ mod tests {
     fn group_commit_orders_dedupes_and_isolates_failures() {
         let dir = tempfile::tempdir().unwrap();
         let url = DatabaseUrl::Sqlite(dir.path().join("t.db").display().to_string());
-        let db = Db::connect(&url, 2).unwrap();
+        group_commit_on(&url);
+    }
+
+    /// The same on PostgreSQL (its bulk insert), when a server is reachable; in CI it must be.
+    #[test]
+    fn group_commit_orders_dedupes_and_isolates_failures_postgres() {
+        use diesel::Connection;
+        let admin = std::env::var("SPOTTER_TEST_PG_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+        let name = format!("spotter_unit_{}", std::process::id());
+        let create = diesel::PgConnection::establish(&format!("{admin}/postgres"))
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| {
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {name}"))
+                    .execute(&mut c)
+                    .and_then(|_| {
+                        diesel::sql_query(format!("CREATE DATABASE {name}")).execute(&mut c)
+                    })
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = create {
+            assert!(
+                std::env::var("CI").is_err(),
+                "PostgreSQL is required in CI: {e}"
+            );
+            eprintln!("!!! SKIPPED: PostgreSQL unreachable ({e}) !!!");
+            return;
+        }
+        group_commit_on(&DatabaseUrl::Postgres(format!("{admin}/{name}")));
+        if let Ok(mut c) = diesel::PgConnection::establish(&format!("{admin}/postgres")) {
+            let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut c);
+        }
+    }
+
+    fn group_commit_on(url: &DatabaseUrl) {
+        let db = Db::connect(url, 2).unwrap();
         db.migrate().unwrap();
         let mut conn = db.write_conn().unwrap();
         let (t, m) = (
