@@ -405,18 +405,45 @@ fn insert_grouped_pg(
             .map(|row| ((row.conversation_id, row.seq), row))
             .collect()
     };
+    // One UPDATE for every conversation's tail and one for every read marker: a statement
+    // per conversation would be a round trip each.
+    use diesel::sql_types::{Array, BigInt, Timestamp};
+    let (mut ids, mut seqs, mut ats) = (Vec::new(), Vec::new(), Vec::new());
     for (id, (seq, at)) in tails {
         if let Some(at) = at {
-            diesel::update(conversations::table.find(id))
-                .set((
-                    conversations::last_seq.eq(seq),
-                    conversations::last_message_at.eq(Some(at)),
-                ))
-                .execute(c)?;
+            ids.push(id.0);
+            seqs.push(seq);
+            ats.push(at);
         }
     }
+    if !ids.is_empty() {
+        diesel::sql_query(
+            "UPDATE conversations SET last_seq = v.seq, last_message_at = v.at \
+             FROM unnest($1, $2, $3) AS v(id, seq, at) WHERE conversations.id = v.id",
+        )
+        .bind::<Array<BigInt>, _>(ids)
+        .bind::<Array<BigInt>, _>(seqs)
+        .bind::<Array<Timestamp>, _>(ats)
+        .execute(c)?;
+    }
+    let (mut cids, mut uids, mut marked) = (Vec::new(), Vec::new(), Vec::new());
     for ((conversation, sender), seq) in marks {
-        move_read_marker!(c, conversation, sender, seq);
+        cids.push(conversation.0);
+        uids.push(sender.0);
+        marked.push(seq);
+    }
+    if !cids.is_empty() {
+        diesel::sql_query(
+            "UPDATE conversation_members SET last_read_seq = v.seq \
+             FROM unnest($1, $2, $3) AS v(cid, uid, seq) \
+             WHERE conversation_members.conversation_id = v.cid \
+             AND conversation_members.user_id = v.uid \
+             AND conversation_members.last_read_seq < v.seq",
+        )
+        .bind::<Array<BigInt>, _>(cids)
+        .bind::<Array<BigInt>, _>(uids)
+        .bind::<Array<BigInt>, _>(marked)
+        .execute(c)?;
     }
     slots
         .into_iter()
