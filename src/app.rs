@@ -171,6 +171,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             .app_data(data.clone())
             .configure(move |c| crate::http::configure(c, &st))
             .wrap(from_fn(crate::http::observe))
+            .wrap(from_fn(crate::http::headers::security))
             .wrap(from_fn(crate::http::normalize_path))
     })
     .disable_signals()

@@ -6,6 +6,7 @@
 
 pub mod attendance;
 pub mod chat;
+pub mod checkin_codes;
 pub mod checkins;
 pub mod files;
 pub mod group_commit;

@@ -5,8 +5,11 @@ pub mod attendance;
 pub mod auth;
 pub mod chat;
 pub mod checkins;
+pub mod csv;
 pub mod files;
+pub mod headers;
 pub mod ops;
+pub mod people;
 pub mod static_files;
 pub mod users;
 
@@ -37,6 +40,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .configure(checkins::routes)
         .configure(attendance::routes)
         .configure(ops::routes)
+        .configure(people::routes)
         .route("/ws", web::get().to(ws_plain))
         .route("/ws/chat", web::get().to(ws_plain))
         .route("/ws/conversations/{id}", web::get().to(ws_conversation))

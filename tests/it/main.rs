@@ -9,5 +9,6 @@ mod chat;
 mod checkins;
 mod cli;
 mod files;
+mod people;
 mod presence;
 mod realtime;
