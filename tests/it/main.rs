@@ -8,6 +8,7 @@ mod browser;
 mod chat;
 mod checkins;
 mod cli;
+mod demo;
 mod files;
 mod people;
 mod presence;
