@@ -5,6 +5,7 @@ mod common;
 mod attendance;
 mod auth;
 mod browser;
+mod browser_day;
 mod chat;
 mod checkins;
 mod cli;
