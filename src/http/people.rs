@@ -103,9 +103,11 @@ async fn list_trainers(
 }
 
 /// `GET /api/members?q=` (trainers, staff, admins): members matching `q` by name or
-/// username; for staff and admins also by check-in code (that member first). A trainer's
-/// own clients come first and only active members are listed to trainers; staff and
-/// admins see every member with `checked_in_at`, so the desk can check in or out.
+/// username; for staff and admins also by check-in code (that member first). A trainer
+/// finds their clients: the active members assigned to them or with a conversation with
+/// them, assigned ones first (so a trainer cannot list the gym's members and their
+/// presence). Staff and admins see every member with `checked_in_at`, so the desk can
+/// check in or out.
 async fn list_members(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -116,10 +118,18 @@ async fn list_members(
     let desk = matches!(user.role, Role::Staff | Role::Admin);
     let me = user.id;
     let code = checkin_codes::normalize(&needle).filter(|_| desk);
-    let (mine, by_code, open) = state
+    let (mine, peers, by_code, open) = state
         .db
         .read(move |c| {
             let mine = crate::db::trainers::clients_of(c, me)?;
+            let peers: Vec<UserId> = if desk {
+                Vec::new()
+            } else {
+                crate::db::chat::summaries(c, me)?
+                    .iter()
+                    .map(|s| s.conversation.peer_of(me))
+                    .collect()
+            };
             let by_code = match &code {
                 Some(code) => crate::db::checkin_codes::find_user(c, code)?,
                 None => None,
@@ -129,14 +139,19 @@ async fn list_members(
             } else {
                 Vec::new()
             };
-            Ok((mine, by_code, open))
+            Ok((mine, peers, by_code, open))
         })
         .await?;
     let mine: HashSet<UserId> = mine.into_iter().collect();
+    let peers: HashSet<UserId> = peers.into_iter().collect();
     let all = crate::realtime::dispatch::presence_snapshot(&state).await?;
     let mut found: Vec<Found> = all
         .into_iter()
-        .filter(|u| u.role == Role::Member && (desk || u.account_status.is_active()))
+        .filter(|u| u.role == Role::Member)
+        .filter(|u| {
+            desk || (u.account_status.is_active()
+                && (mine.contains(&u.id) || peers.contains(&u.id)))
+        })
         .filter(|u| Some(u.id) == by_code || matches(u, &needle))
         .map(|u| Found {
             assigned: mine.contains(&u.id),

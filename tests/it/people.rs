@@ -215,25 +215,48 @@ fn member_search_for_trainers_and_the_desk(app: &TestApp) {
     let mine = admin_create(app, &admin, "member", "Yusuf Mine");
     let other = admin_create(app, &admin, "member", "Bea Other");
     let off = admin_create(app, &admin, "member", "Sus Pended");
+    let stranger = admin_create(app, &admin, "member", "Aaron Stranger");
     assign(app, &admin, trainer.id, mine.id);
     set_status(app, &admin, off.id, "suspended");
 
+    // A trainer finds their clients: assigned ones, and members they chat with.
     let (status, body) = app.get("/api/members", &trainer.token);
     assert_eq!(status, 200, "{body}");
-    let found = ids(&body["members"]);
-    assert_eq!(found[0], mine.id, "the trainer's own client first: {body}");
-    assert_eq!(body["members"][0]["assigned"], true);
-    assert!(found.contains(&other.id));
-    assert!(
-        !found.contains(&off.id),
-        "trainers do not see non-active members"
+    assert_eq!(
+        ids(&body["members"]),
+        vec![mine.id],
+        "only the trainer's own: {body}"
     );
+    assert_eq!(body["members"][0]["assigned"], true);
     assert!(body["members"][0].get("checked_in_at").is_none());
+    let (status, _) = app.post(
+        "/api/chat/conversations",
+        &trainer.token,
+        json!({"peer_id": other.id}),
+    );
+    assert_eq!(status, 201);
+    let (_, body) = app.get("/api/members", &trainer.token);
+    assert_eq!(
+        ids(&body["members"]),
+        vec![mine.id, other.id],
+        "assigned first: {body}"
+    );
+    assert_eq!(body["members"][1]["assigned"], false);
     let (_, body) = app.get("/api/members?q=bea", &trainer.token);
     assert_eq!(ids(&body["members"]), vec![other.id]);
+    // A non-active member is not listed, even when assigned.
+    assign(app, &admin, trainer.id, off.id);
+    let (_, body) = app.get("/api/members?q=sus", &trainer.token);
+    assert_eq!(body["members"], json!([]), "{body}");
+    // The client list filters by name too.
+    let (_, body) = app.get("/api/trainer/clients?q=YUSUF", &trainer.token);
+    assert_eq!(ids(&body["clients"]), vec![mine.id], "{body}");
     // Members do not search members.
     let (status, body) = app.get("/api/members", &mine.token);
     assert_eq!(status, 403, "{body}");
+
+    let (_, body) = app.get("/api/members?q=aaron", &trainer.token);
+    assert_eq!(body["members"], json!([]), "not the trainer's: {body}");
 
     // The desk sees everyone, with whether they are in.
     let (status, body) = app.post(
@@ -255,6 +278,8 @@ fn member_search_for_trainers_and_the_desk(app: &TestApp) {
     assert!(by_id(other.id)["checked_in_at"].is_string());
     assert!(by_id(mine.id)["checked_in_at"].is_null());
     assert_eq!(by_id(off.id)["account_status"], "suspended");
+    let (_, body) = app.get("/api/members?q=aaron", &staff.token);
+    assert_eq!(ids(&body["members"]), vec![stranger.id]);
     // By check-in code.
     let (_, code) = app.get(
         &format!("/api/users/{}/checkin-code", mine.id),
