@@ -1,7 +1,8 @@
-//! `spotter demo --live`: drives a running Spotter through its public HTTP API at a
-//! gentle pace, as the demo's people would: members check in and out (at the turnstile or
-//! the desk), post heartbeats while they are in, staff clock in and out, and trainers and
-//! members exchange messages. A newcomer watches the dashboard and the chat move.
+//! `spotter demo --live`: drives a running Spotter through its public API at a gentle
+//! pace, as the demo's people would: members check in and out (the studio door over its
+//! WebSocket, the main turnstile and the desk over HTTP), post heartbeats while they are
+//! in, staff clock in and out, and trainers and members exchange messages. A newcomer
+//! watches the dashboard and the chat move.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -15,6 +16,8 @@ use super::{password_of, LOCATIONS, PEOPLE, SUSPENDED};
 
 /// How long one HTTP call may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the studio door waits for its socket's answer.
+const SOCKET_WAIT: Duration = Duration::from_secs(10);
 /// Members the simulation keeps in the gym at least.
 const MIN_INSIDE: usize = 3;
 /// What trainers say.
@@ -58,7 +61,99 @@ struct Actor {
     token: String,
 }
 
+type DoorSink = futures_util::stream::SplitSink<
+    actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>,
+    awc::ws::Message,
+>;
+type DoorStream =
+    futures_util::stream::SplitStream<actix_codec::Framed<awc::BoxedSocket, awc::ws::Codec>>;
+
+/// The studio door: a device that checks members in over its socket (PROTOCOL §4
+/// `check_in`), as a turnstile kept online would.
+struct Door {
+    sink: DoorSink,
+    stream: DoorStream,
+    next_ref: u64,
+}
+
+impl Door {
+    async fn open(client: &awc::Client, base: &str, token: &str) -> Result<Door, String> {
+        let url = format!("{}/ws?token={token}", base.replacen("http", "ws", 1));
+        let (_, framed) = tokio::time::timeout(SOCKET_WAIT, client.ws(&url).connect())
+            .await
+            .map_err(|_| "the door's socket did not connect in time".to_string())?
+            .map_err(|e| format!("the door's socket: {e}"))?;
+        let (sink, stream) = futures_util::StreamExt::split(framed);
+        let mut door = Door {
+            sink,
+            stream,
+            next_ref: 1,
+        };
+        door.answer(|v| v["type"] == "authentication_success")
+            .await?;
+        Ok(door)
+    }
+
+    /// Reads frames (answering pings, skipping broadcasts) until one that `wanted` takes.
+    async fn answer(&mut self, wanted: impl Fn(&Value) -> bool) -> Result<Value, String> {
+        use awc::ws::{Frame, Message};
+        use futures_util::{SinkExt, StreamExt};
+        let deadline = tokio::time::Instant::now() + SOCKET_WAIT;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .map_err(|_| "the door's socket did not answer in time".to_string())?;
+            match frame {
+                Some(Ok(Frame::Text(bytes))) => {
+                    let v: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+                    if wanted(&v) {
+                        return Ok(v);
+                    }
+                }
+                Some(Ok(Frame::Ping(p))) => {
+                    let _ = self.sink.send(Message::Pong(p)).await;
+                }
+                Some(Ok(Frame::Close(reason))) => {
+                    return Err(format!("the door's socket was closed: {reason:?}"))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(format!("the door's socket: {e}")),
+                None => return Err("the door's socket ended".into()),
+            }
+        }
+    }
+
+    /// A `heartbeat` frame: the socket is never silent long enough to be closed (its
+    /// `heartbeat_ack` is read, with any broadcasts, at the next check-in).
+    async fn keep_alive(&mut self) -> Result<(), String> {
+        use futures_util::SinkExt;
+        let frame = json!({"type": "heartbeat"}).to_string();
+        self.sink
+            .send(awc::ws::Message::Text(frame.into()))
+            .await
+            .map_err(|e| format!("the door's socket: {e}"))
+    }
+
+    /// `check_in` over the socket; answers the reply frame (`check_in_success` or `error`).
+    async fn check_in(&mut self, member: i64, location: &str) -> Result<Value, String> {
+        use futures_util::SinkExt;
+        let reference = format!("door-{}", self.next_ref);
+        self.next_ref += 1;
+        let frame = json!({
+            "type": "check_in",
+            "ref": reference,
+            "payload": {"member_id": member, "location": location},
+        });
+        self.sink
+            .send(awc::ws::Message::Text(frame.to_string().into()))
+            .await
+            .map_err(|e| format!("the door's socket: {e}"))?;
+        self.answer(|v| v["ref"] == reference.as_str()).await
+    }
+}
+
 struct Driver {
+    door: Option<Door>,
     client: awc::Client,
     base: String,
     actors: HashMap<&'static str, Actor>,
@@ -76,6 +171,7 @@ pub async fn run(options: LiveOptions) -> Result<(), String> {
         .max_http_version(awc::http::Version::HTTP_11)
         .finish();
     let mut driver = Driver {
+        door: None,
         client,
         base: options.url.trim_end_matches('/').to_string(),
         actors: HashMap::new(),
@@ -87,6 +183,8 @@ pub async fn run(options: LiveOptions) -> Result<(), String> {
     };
     driver.log_in_everyone().await?;
     driver.learn_who_is_in().await?;
+    let door_token = driver.actors["device.studio"].token.clone();
+    driver.door = Some(Door::open(&driver.client, &driver.base, &door_token).await?);
     log::info!(
         "demo live: driving {} every {:?} ({} members in); Ctrl-C stops",
         driver.base,
@@ -244,18 +342,31 @@ impl Driver {
             for who in inside {
                 self.act(who, "POST", "/api/users/heartbeat", None).await?;
             }
+            if let Some(door) = self.door.as_mut() {
+                if let Err(e) = door.keep_alive().await {
+                    log::info!("demo live: {e}; the studio door reconnects at its next check-in");
+                    self.door = None;
+                }
+            }
         }
-        // The floor stays busy: people leave only while a few are in.
-        match self.rng.gen_range(0..100) {
-            0..=34 => self.check_someone_in().await,
+        // The floor stays busy: people leave only while a few are in. The first step is a
+        // check-in, so that even a short run moves the dashboard.
+        let roll = if tick == 0 {
+            0
+        } else {
+            self.rng.gen_range(0..100)
+        };
+        match roll {
+            0..=34 => self.check_someone_in(tick == 0).await,
             35..=54 if self.inside.len() > MIN_INSIDE => self.check_someone_out().await,
-            35..=54 => self.check_someone_in().await,
+            35..=54 => self.check_someone_in(tick == 0).await,
             55..=89 => self.chat().await,
             _ => self.clock().await,
         }
     }
 
-    async fn check_someone_in(&mut self) -> Result<(), String> {
+    /// Checks a member in; `studio` picks the studio door (its socket), else either door.
+    async fn check_someone_in(&mut self, studio: bool) -> Result<(), String> {
         let out: Vec<&'static str> = self
             .members()
             .into_iter()
@@ -264,32 +375,53 @@ impl Driver {
         let Some(&who) = out.choose(&mut self.rng) else {
             return self.check_someone_out().await;
         };
-        let location = LOCATIONS[self.rng.gen_range(0..LOCATIONS.len())];
-        let by = if location == "Studio" {
-            "device.studio"
+        let location = if studio {
+            "Studio"
         } else {
-            "device.turnstile1"
+            LOCATIONS[self.rng.gen_range(0..LOCATIONS.len())]
         };
         let id = self.actors[who].id;
-        let (status, v) = self
-            .act(
-                by,
-                "POST",
-                "/api/checkins",
-                Some(json!({"member_id": id, "location": location})),
-            )
-            .await?;
-        match status {
-            201 | 409 => {
-                self.inside.insert(who);
-                self.act(who, "POST", "/api/users/heartbeat", None).await?;
-                log::info!(
-                    "demo live: {} checked in at {location}",
-                    self.actors[who].name
-                );
-                Ok(())
+        let how = if location == "Studio" {
+            self.door_check_in(id, location).await?
+        } else {
+            let body = json!({"member_id": id, "location": location});
+            let (status, v) = self
+                .act("device.turnstile1", "POST", "/api/checkins", Some(body))
+                .await?;
+            if status != 201 && status != 409 {
+                return Err(format!("check-in of {who}: {status} {v}"));
             }
-            _ => Err(format!("check-in of {who}: {status} {v}")),
+            "turnstile"
+        };
+        self.inside.insert(who);
+        self.act(who, "POST", "/api/users/heartbeat", None).await?;
+        log::info!(
+            "demo live: {} checked in at {location} ({how})",
+            self.actors[who].name
+        );
+        Ok(())
+    }
+
+    /// The studio door's check-in over its socket; reconnects once if the socket was lost.
+    async fn door_check_in(&mut self, member: i64, location: &str) -> Result<&'static str, String> {
+        let first = match self.door.as_mut() {
+            Some(door) => door.check_in(member, location).await,
+            None => Err("no socket".into()),
+        };
+        let reply = match first {
+            Ok(v) => v,
+            Err(e) => {
+                log::info!("demo live: the studio door reconnects ({e})");
+                let (_, token) = self.log_in("device.studio", "device").await?;
+                let mut door = Door::open(&self.client, &self.base, &token).await?;
+                let v = door.check_in(member, location).await?;
+                self.door = Some(door);
+                v
+            }
+        };
+        match (reply["type"].as_str(), reply["payload"]["code"].as_str()) {
+            (Some("check_in_success"), _) | (Some("error"), Some("conflict")) => Ok("socket"),
+            _ => Err(format!("check-in of member {member} at the door: {reply}")),
         }
     }
 

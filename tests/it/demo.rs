@@ -211,6 +211,10 @@ fn live_demo_moves_the_gym(mut app: TestApp) {
         .unwrap();
     assert!(status.success(), "{err}");
     assert!(!err.contains("WARN"), "the live demo hit errors: {err}");
+    assert!(
+        err.contains("at Studio (socket)"),
+        "the studio door checks in over its socket: {err}"
+    );
     let (_, after) = app.get("/api/checkins/stats", &admin.token);
     assert_ne!(before["version"], after["version"], "{before} vs {after}");
     assert!(
