@@ -190,6 +190,7 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             .configure(move |c| crate::http::configure(c, &st))
             .wrap(from_fn(crate::http::drain::read_small_bodies))
             .wrap(from_fn(crate::http::observe))
+            .wrap(from_fn(crate::http::headers::security))
             .wrap(from_fn(crate::http::normalize_path))
     })
     .on_connect(note_socket)
@@ -274,49 +275,10 @@ pub fn cli_create_user(config: &Config, req: CreateUser) -> AppResult<UserView> 
     Ok(UserView::from_row(&row, Some((false, None))))
 }
 
-/// `spotter demo`: a small gym. Existing usernames are left alone.
-pub fn cli_demo(config: &Config) -> AppResult<Vec<(String, String, String)>> {
+/// `spotter demo`: loads the demo gym ([`crate::demo`]); answers the logins to print.
+pub fn cli_demo(config: &Config) -> AppResult<Vec<crate::demo::DemoLogin>> {
     let db = open_db(config)?;
     bootstrap_admin(&db, config)?;
     let mut conn = db.write_conn()?;
-    let people = [
-        ("trainer.anna", "Anna Kowalski", "trainer"),
-        ("trainer.ben", "Ben Okafor", "trainer"),
-        ("member.carla", "Carla Mendes", "member"),
-        ("member.dev", "Dev Patel", "member"),
-        ("member.emma", "Emma Larsen", "member"),
-        ("member.finn", "Finn O'Brien", "member"),
-        ("staff.gina", "Gina Rossi", "staff"),
-        ("device.turnstile1", "Turnstile 1", "device"),
-    ];
-    let mut logins = Vec::new();
-    let mut ids = std::collections::HashMap::new();
-    for (username, name, role) in people {
-        let password = format!("{}-demo-pass", role);
-        let row = match crate::db::users::find_by_username(&mut conn, username)? {
-            Some(r) => r,
-            None => crate::domain::users::create_user(
-                &mut conn,
-                &CreateUser {
-                    username: username.into(),
-                    password: password.clone(),
-                    role: role.into(),
-                    display_name: Some(name.into()),
-                },
-            )?,
-        };
-        ids.insert(username, row.id);
-        logins.push((username.to_string(), password, role.to_string()));
-    }
-    crate::db::trainers::assign(
-        &mut conn,
-        ids["trainer.anna"],
-        &[ids["member.carla"], ids["member.dev"]],
-    )?;
-    crate::db::trainers::assign(
-        &mut conn,
-        ids["trainer.ben"],
-        &[ids["member.emma"], ids["member.finn"]],
-    )?;
-    Ok(logins)
+    crate::demo::load(&mut conn, config)
 }

@@ -4,6 +4,9 @@
 import {
   ApiError, LiveSocket, Session, ago, clock, describeError, el, toast, todayUtc,
 } from "/static/common.js";
+import {
+  chosenDay, deskOnCheckin, initDesk, openDetail, refreshDesk, usersChanged,
+} from "/static/desk.js";
 
 const ROLES = ["admin", "trainer", "member", "staff", "device"];
 const STATUSES = ["active", "inactive", "suspended", "banned"];
@@ -41,6 +44,7 @@ function show(view) {
   const inApp = view === "app-view";
   $("logout-button").hidden = !inApp;
   $("conn-status").hidden = !inApp;
+  $("reconnect-button").hidden = !inApp;
   $("whoami").textContent = inApp && session.user ? `${session.user.display_name || session.user.username}` : "";
 }
 
@@ -73,10 +77,21 @@ async function startApp() {
     return;
   }
   show("app-view");
+  if (!state.deskReady) {
+    state.deskReady = true;
+    initDesk({
+      session,
+      socket,
+      users: () => state.users,
+      onDayChange: changeDay,
+      onAttendance: (r) => r.date === chosenDay() && addAttendance(r, true),
+    });
+  }
   drawChart();
   await loadUsers();
   socket.start();
   loadToday();
+  refreshDesk();
 }
 
 $("login-form").addEventListener("submit", async (ev) => {
@@ -117,6 +132,7 @@ function subscribeAll(reconnected) {
     // Events may have been missed while away; the lists are cheap to fetch again.
     loadUsers();
     loadToday();
+    refreshDesk();
   }
 }
 
@@ -138,15 +154,17 @@ function handleFrame(frame) {
       break;
     case "member_checked_in":
     case "check_in_success":
-      if (p.checkin) addCheckin(p.checkin, "in", true);
+      deskOnCheckin();
+      if (p.checkin && chosenDay() === todayUtc()) addCheckin(p.checkin, "in", true);
       break;
     case "member_checked_out":
     case "check_out_success":
-      if (p.checkin) addCheckin(p.checkin, "out", true);
+      deskOnCheckin();
+      if (p.checkin && chosenDay() === todayUtc()) addCheckin(p.checkin, "out", true);
       break;
     case "general_attendance_update":
     case "attendance_update":
-      if (p.record) addAttendance(p.record, true);
+      if (p.record && p.record.date === chosenDay()) addAttendance(p.record, true);
       break;
     case "error":
       if (frame.ref == null && p.code) toast(`Server: ${p.message || p.code}`, "error");
@@ -168,6 +186,7 @@ async function loadUsers() {
     }
     for (const id of [...state.users.keys()]) if (!seen.has(id)) state.users.delete(id);
     renderUsers();
+    usersChanged();
     if (data.counts) {
       $("count-total").textContent = data.counts.total;
     }
@@ -289,7 +308,10 @@ function buildRow(u) {
   statusSelect.addEventListener("change", () =>
     patchUser(u.id, { account_status: statusSelect.value }, statusSelect));
   const tr = el("tr", { "data-testid": `user-row-${u.username}`, dataset: { userId: u.id, username: u.username } },
-    el("td", { class: "name" }, el("b", { class: "display-name" }), el("span", { class: "username" })),
+    el("td", { class: "name" },
+      el("button", { type: "button", class: "linkish display-name", "data-testid": `details-${u.username}`,
+        title: "Presence log, check-in code, assignments", onclick: () => openDetail(state.users.get(u.id) || u) }),
+      el("span", { class: "username" })),
     el("td", {}, el("span", { class: "presence", "data-testid": `presence-${u.username}` })),
     el("td", { class: "last-seen", "data-testid": `last-seen-${u.username}` }),
     el("td", {}, roleSelect),
@@ -420,7 +442,7 @@ function applyStats(stats) {
 /** The by-hour bar chart (UTC hours), drawn by hand on the canvas. */
 function drawChart() {
   const canvas = $("chart-by-hour");
-  const hours = (state.stats && state.stats.by_hour) || new Array(24).fill(0);
+  const hours = state.dayHours || (state.stats && state.stats.by_hour) || new Array(24).fill(0);
   // The numbers behind the picture, for tests and assistive tools.
   canvas.dataset.hours = JSON.stringify(hours);
   canvas.setAttribute("aria-label", `Check-ins today by hour (UTC): ${hours.map((n, h) => `${h}h ${n}`).filter((_, h) => hours[h]).join(", ") || "none"}`);
@@ -532,7 +554,7 @@ function renderCheckins() {
         c.member_name || `member #${c.member_id}`,
         el("span", { class: "panel-note", text: detail }))));
   }
-  if (!entries.length) list.append(el("li", { class: "panel-note", text: "No check-ins yet today." }));
+  if (!entries.length) list.append(el("li", { class: "panel-note", text: chosenDay() === todayUtc() ? "No check-ins yet today." : "No check-ins that day." }));
 }
 
 // ---------------------------------------------------------------- attendance
@@ -561,7 +583,7 @@ function renderAttendance() {
       r.isLate ? el("span", { class: "badge late", "data-testid": "late-badge", text: "LATE" })
         : r.status === "present" ? el("span", { class: "badge ontime", text: "on time" }) : null));
   }
-  if (!entries.length) list.append(el("li", { class: "panel-note", text: "No attendance records yet today." }));
+  if (!entries.length) list.append(el("li", { class: "panel-note", text: chosenDay() === todayUtc() ? "No attendance records yet today." : "No attendance records that day." }));
 }
 
 /** A feature this server does not offer (yet) is a quiet note, not an alarm. */
@@ -570,15 +592,33 @@ function featureError(e) {
   return describeError(e);
 }
 
-/** Today's check-ins and attendance, so the feeds are not empty after a reload. */
+/** The date picker moved: the feeds and the chart show that day. */
+function changeDay() {
+  state.checkins.clear();
+  state.attendance.clear();
+  state.dayHours = null;
+  loadToday();
+}
+
+/** The chosen day's check-ins and attendance (today's keep coming live). */
 async function loadToday() {
-  const date = todayUtc();
+  const date = chosenDay();
+  const past = date !== todayUtc();
+  $("checkin-title").textContent = past ? `Check-ins on ${date}` : "Recent check-ins";
+  $("attendance-title").textContent = past ? `Staff attendance on ${date}` : "Staff attendance";
+  $("floor-title").textContent = past ? `Check-ins by hour on ${date}` : "Check-ins by hour";
   try {
     const data = await session.api("GET", `/api/checkins?date=${date}`);
+    if (chosenDay() !== date) return;
+    const hours = new Array(24).fill(0);
     for (const c of data.checkins || []) {
       addCheckin(c, "in", false);
       if (c.checked_out_at) addCheckin(c, "out", false);
+      hours[new Date(c.checked_in_at).getUTCHours()] += 1;
     }
+    // A past day's chart comes from its list; today's from the live stats.
+    state.dayHours = past ? hours : null;
+    drawChart();
     $("checkin-note").textContent = "";
   } catch (e) {
     $("checkin-note").textContent = featureError(e);

@@ -13,8 +13,13 @@ const TYPING_IDLE_MS = 3000;
 /** The peer's typing indicator disappears after this long without news (the server's expiry). */
 const TYPING_SHOW_MS = 6000;
 /** The conversation list is fetched again this often: new conversations have no event. */
-const CONVERSATIONS_POLL_MS = 30_000;
+const CONVERSATIONS_POLL_MS = 5_000;
 const HISTORY_PAGE = 50;
+/** Typing pauses this long before a people search goes out. */
+const FINDER_DEBOUNCE_MS = 200;
+/** People listed before anything is typed (assigned ones always). */
+const FINDER_PREVIEW = 5;
+const TITLE = "Spotter · Chat";
 
 const $ = (id) => document.getElementById(id);
 
@@ -106,15 +111,125 @@ async function startApp() {
   await loadConversations();
   if (me().role === "trainer") await loadClients();
   if (me().role === "admin") await loadDirectory();
+  setUpFinder();
+  $("my-code-button").hidden = me().role !== "member";
   socket.start();
   clearInterval(state.pollTimer);
   state.pollTimer = setInterval(() => {
     loadConversations();
     if (me().role === "trainer") loadClients();
   }, CONVERSATIONS_POLL_MS);
-  const fromHash = Number(new URLSearchParams(location.hash.slice(1)).get("c"));
-  if (fromHash && state.convs.has(fromHash)) openConversation(fromHash);
+  await openFromLink();
 }
+
+/**
+ * Deep links: `/chat/?peer=<user id>` opens (or starts) the chat with that person,
+ * `/chat/?conversation=<id>` opens that conversation (`#c=<id>`, the older form, too).
+ */
+async function openFromLink() {
+  const params = new URLSearchParams(location.search);
+  const peer = Number(params.get("peer"));
+  const wanted = Number(params.get("conversation")) || Number(new URLSearchParams(location.hash.slice(1)).get("c"));
+  if (peer) {
+    const existing = [...state.convs.values()].find((c) => c.peer && c.peer.id === peer);
+    if (existing) openConversation(existing.id);
+    else await startChatWith(peer);
+  } else if (wanted) {
+    if (!state.convs.has(wanted)) await loadConversations();
+    if (state.convs.has(wanted)) openConversation(wanted);
+    else toast("That conversation is not one of yours.", "error");
+  }
+}
+
+// ---------------------------------------------------------------- finding people
+
+/** Members find trainers (assigned first); trainers find their clients and members. */
+function setUpFinder() {
+  const role = me().role;
+  if (role !== "member" && role !== "trainer") {
+    $("finder-section").hidden = true;
+    return;
+  }
+  $("finder-section").hidden = false;
+  $("finder-title").textContent = role === "member" ? "Find a trainer" : "Find a client";
+  $("finder-search").placeholder = role === "member" ? "Search trainers by name" : "Search members by name";
+  if (!state.finderReady) {
+    state.finderReady = true;
+    $("finder-search").addEventListener("input", () => {
+      clearTimeout(state.finderTimer);
+      state.finderTimer = setTimeout(findPeople, FINDER_DEBOUNCE_MS);
+    });
+  }
+  findPeople();
+}
+
+async function findPeople() {
+  const q = $("finder-search").value.trim();
+  const member = me().role === "member";
+  const path = member ? "/api/trainers" : "/api/members";
+  try {
+    const data = await session.api("GET", `${path}?q=${encodeURIComponent(q)}`);
+    if ($("finder-search").value.trim() !== q) return;
+    renderFinder(member ? data.trainers || [] : data.members || [], q);
+  } catch (e) {
+    $("finder-results").replaceChildren(el("li", { class: "panel-note", text: describeError(e) }));
+  }
+}
+
+function renderFinder(people, q) {
+  const list = $("finder-results");
+  list.replaceChildren();
+  // Without a search: the assigned ones (or the first few), so the list stays short.
+  const shown = q ? people : people.filter((p, i) => p.assigned || i < FINDER_PREVIEW);
+  for (const p of shown) {
+    const existing = [...state.convs.values()].find((c) => c.peer && c.peer.id === p.id);
+    list.append(el("li", {
+      class: "conv",
+      "data-testid": `find-${p.username}`,
+      dataset: { userId: p.id, assigned: String(!!p.assigned) },
+      tabindex: 0,
+      onclick: () => (existing ? openConversation(existing.id) : startChatWith(p.id)),
+      onkeydown: (e) => { if (e.key === "Enter") (existing ? openConversation(existing.id) : startChatWith(p.id)); },
+    },
+    el("span", { class: `avatar${p.is_online ? " online" : ""}`, text: initial(p.display_name || p.username) }),
+    el("div", { class: "body" },
+      el("div", { class: "title", text: p.display_name || p.username }),
+      el("div", { class: "preview", text: `${p.assigned ? (me().role === "member" ? "Your trainer" : "Your client") : p.role}${p.is_online ? " · online" : ""} · ${existing ? "Open chat" : "Start a chat"}` }))));
+  }
+  if (!shown.length) list.append(el("li", { class: "panel-note", text: q ? "Nobody matches." : "Nobody to show yet." }));
+}
+
+// ---------------------------------------------------------------- my check-in code
+
+$("my-code-button").addEventListener("click", async () => {
+  $("my-code").hidden = false;
+  $("my-code-text").textContent = "…";
+  try {
+    const data = await session.api("GET", "/api/users/me/checkin-code");
+    const blob = await session.blob("/api/users/me/checkin-code?format=svg");
+    $("my-code-text").textContent = data.code;
+    if (state.qrUrl) URL.revokeObjectURL(state.qrUrl);
+    state.qrUrl = URL.createObjectURL(blob);
+    $("my-code-qr").src = state.qrUrl;
+  } catch (e) {
+    $("my-code-text").textContent = describeError(e);
+  }
+});
+$("my-code-close").addEventListener("click", () => ($("my-code").hidden = true));
+
+// ---------------------------------------------------------------- full-size images
+
+function openLightbox(src) {
+  $("lightbox-img").src = src;
+  $("lightbox").hidden = false;
+}
+$("lightbox").addEventListener("click", () => ($("lightbox").hidden = true));
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape") {
+    $("lightbox").hidden = true;
+    $("my-code").hidden = true;
+  }
+});
 
 // ---------------------------------------------------------------- conversations
 
@@ -182,7 +297,7 @@ async function loadDirectory() {
     const data = await session.api("GET", "/api/users/all-users");
     const select = $("directory-select");
     select.replaceChildren();
-    for (const u of (data.users || []).filter((u) => u.id !== me().id)) {
+    for (const u of (data.users || []).filter((u) => u.id !== me().id && u.role !== "device")) {
       select.append(el("option", { value: u.id }, `${u.display_name || u.username} (${u.role})`));
     }
     $("directory-section").hidden = false;
@@ -204,6 +319,7 @@ async function startChatWith(peerId) {
     await loadConversations();
     if (me().role === "trainer") loadClients();
     if (id) openConversation(id);
+    if (!$("finder-section").hidden) findPeople();
   } catch (e) {
     toast(`Cannot start the chat: ${describeError(e)}`, "error");
   }
@@ -221,11 +337,13 @@ function renderConversations() {
     return tb - ta || a.id - b.id;
   });
   list.replaceChildren();
+  let totalUnread = 0;
   for (const c of items) {
     const unread = c.id === state.openId ? 0 : c.unread_count || 0;
     const typing = state.peerTyping.has(c.id);
     const preview = typing ? "typing…"
       : c.last_message ? `${c.last_message.sender_id === me().id ? "You: " : ""}${c.last_message.content}` : "No messages yet";
+    totalUnread += unread;
     const username = (c.peer && c.peer.username) || String(c.id);
     list.append(el("li", {
       class: `conv${c.id === state.openId ? " active" : ""}${unread ? " unread" : ""}`,
@@ -242,8 +360,10 @@ function renderConversations() {
     unread ? el("span", { class: "badge count", "data-testid": `unread-${username}`, text: unread }) : null));
   }
   if (!items.length) {
-    list.append(el("li", { class: "panel-note", style: "padding:8px 10px", text: me().role === "member" ? "No conversations yet. Your trainer will start one." : "No conversations yet." }));
+    list.append(el("li", { class: "panel-note", style: "padding:8px 10px", text: me().role === "member" ? "No conversations yet. Find a trainer below to start one." : "No conversations yet." }));
   }
+  // The unread count in the tab's title, as messengers do.
+  document.title = totalUnread ? `(${totalUnread}) ${TITLE}` : TITLE;
 }
 
 function renderClients() {
@@ -413,7 +533,8 @@ async function openConversation(id) {
     $("messages").replaceChildren();
   }
   state.openId = c.id;
-  history.replaceState(null, "", `#c=${c.id}`);
+  history.replaceState(null, "", `/chat/?conversation=${c.id}`);
+  $("app-view").classList.add("viewing");
   $("no-conversation").hidden = true;
   $("conversation-view").hidden = false;
   $("peer-name").textContent = peerName(c);
@@ -427,6 +548,20 @@ async function openConversation(id) {
   renderConversations();
   $("message-input").focus();
 }
+
+/** Phone layout: back from the conversation to the list. */
+function closeConversation() {
+  stopTyping();
+  state.openId = null;
+  state.nodes.clear();
+  $("messages").replaceChildren();
+  $("app-view").classList.remove("viewing");
+  $("conversation-view").hidden = true;
+  $("no-conversation").hidden = false;
+  history.replaceState(null, "", "/chat/");
+  renderConversations();
+}
+$("back-button").addEventListener("click", closeConversation);
 
 async function loadHistory(c, beforeSeq) {
   const q = beforeSeq ? `&before_seq=${beforeSeq}` : "";
@@ -472,7 +607,8 @@ function messageNode(m, mine, pending) {
     "data-testid": pending ? "message-pending" : "message",
     dataset: pending ? { clientMsgId: m.client_msg_id } : { id: m.id, seq: m.seq, sender: m.sender_id },
   },
-  src ? el("img", { src, alt: "image attachment", loading: "lazy" }) : null,
+  src ? el("img", { src, alt: "image attachment", loading: "lazy", "data-testid": "message-image", title: "Open full size",
+    onclick: () => openLightbox(src) }) : null,
   el("div", { class: "text", text: m.content }),
   el("div", { class: "meta" }, pending === "failed"
     ? el("button", { class: "small", type: "button", onclick: () => retry(m.client_msg_id), text: "Not sent · retry" })

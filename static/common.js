@@ -141,6 +141,18 @@ export class Session {
     }
   }
 
+  /** An authenticated GET of a file (a Blob); one refresh and retry on 401. */
+  async blob(path) {
+    if (!this.loggedIn) throw new ApiError(401, "unauthorized", "not logged in");
+    try {
+      return await requestBlob(path, this.token);
+    } catch (e) {
+      if (e.status !== 401) throw e;
+      await this.refresh();
+      return requestBlob(path, this.token);
+    }
+  }
+
   /** An authenticated call; one refresh and retry on 401. */
   async api(method, path, body) {
     if (!this.loggedIn) throw new ApiError(401, "unauthorized", "not logged in");
@@ -182,9 +194,31 @@ export async function request(method, path, body, token) {
   }
   if (!res.ok) {
     const err = data && data.error;
-    throw new ApiError(res.status, err && err.code, err && err.message);
+    const e = new ApiError(res.status, err && err.code, err && err.message);
+    e.body = data;
+    throw e;
   }
   return data;
+}
+
+/** A GET that answers a Blob (CSV exports, QR codes); throws ApiError on non-2xx. */
+export async function requestBlob(path, token) {
+  let res;
+  try {
+    res = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  } catch {
+    throw new ApiError(0, "network", "The server cannot be reached.");
+  }
+  if (!res.ok) {
+    let err = null;
+    try {
+      err = (await res.json()).error;
+    } catch {
+      err = null;
+    }
+    throw new ApiError(res.status, err && err.code, err && err.message);
+  }
+  return res.blob();
 }
 
 /** Words for an error, for people. */
@@ -250,6 +284,24 @@ export class LiveSocket {
       this.ws = null;
       ws.close(1000, "bye");
     }
+  }
+
+  /** The user's "Reconnect" button: a new connection now, whatever the backoff says. */
+  reconnectNow() {
+    if (!this.session.loggedIn) return;
+    this.stopped = false;
+    clearTimeout(this.timer);
+    this.attempt = 0;
+    this.authFailures = 0;
+    const old = this.ws;
+    this.ws = null;
+    if (old) {
+      clearInterval(this.heartbeat);
+      for (const [, p] of this.pending) p.reject(new ApiError(0, "closed", "reconnecting"));
+      this.pending.clear();
+      old.close(1000, "reconnect");
+    }
+    this.connect();
   }
 
   get connected() {
@@ -407,6 +459,7 @@ export function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (v === undefined || v === null || v === false) continue;
     if (k === "class") node.className = v;
+    else if (k === "style") node.style.cssText = v; // CSSOM: allowed under the pages' CSP
     else if (k === "dataset") Object.assign(node.dataset, v);
     else if (k === "text") node.textContent = v;
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);

@@ -167,3 +167,12 @@ pub fn day_rows(conn: &mut Conn, from: NaiveDateTime, to: NaiveDateTime) -> AppR
         Ok::<_, DieselError>(DayRows { open, opened, ended })
     })?)
 }
+
+/// Every open check-in (who is in now, whatever day they came), oldest first.
+pub fn list_open(conn: &mut Conn) -> AppResult<Vec<CheckinRow>> {
+    Ok(with_conn!(conn, c => checkins::table
+        .filter(checkins::checked_out_at.is_null())
+        .select(CheckinRow::as_select())
+        .order((checkins::checked_in_at, checkins::id))
+        .load(c))?)
+}

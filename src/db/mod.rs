@@ -6,6 +6,7 @@
 
 pub mod attendance;
 pub mod chat;
+pub mod checkin_codes;
 pub mod checkins;
 pub mod files;
 pub mod group_commit;
@@ -237,5 +238,35 @@ impl Db {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    /// Diesel orders migrations by the version before the first `_` of their folder and
+    /// runs only one per version: two folders with the same version would skip one.
+    #[test]
+    fn migration_versions_are_unique_and_the_same_on_both_backends() {
+        let versions = |backend: &str| {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .join(backend);
+            let mut v: Vec<String> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        let sqlite = versions("sqlite");
+        let mut seen = std::collections::HashSet::new();
+        for name in &sqlite {
+            let version = name.split('_').next().unwrap().to_string();
+            assert!(
+                seen.insert(version),
+                "two migrations share a version: {name}"
+            );
+        }
+        assert_eq!(sqlite, versions("postgres"));
     }
 }

@@ -126,6 +126,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    checkin_codes (user_id) {
+        user_id -> BigInt,
+        code -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(presence_log -> users (user_id));
 diesel::joinable!(conversation_members -> conversations (conversation_id));
@@ -145,4 +153,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     messages,
     checkins,
     attendance,
+    checkin_codes,
 );

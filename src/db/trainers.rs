@@ -41,3 +41,19 @@ pub fn clients_of(conn: &mut Conn, trainer: UserId) -> AppResult<Vec<UserId>> {
         .select(trainer_clients::member_id)
         .load(c))?)
 }
+
+/// The trainers a member is assigned to.
+pub fn trainers_of(conn: &mut Conn, member: UserId) -> AppResult<Vec<UserId>> {
+    Ok(with_conn!(conn, c => trainer_clients::table
+        .filter(trainer_clients::member_id.eq(member))
+        .select(trainer_clients::trainer_id)
+        .load(c))?)
+}
+
+/// Every assignment, as (trainer, member) pairs.
+pub fn all(conn: &mut Conn) -> AppResult<Vec<(UserId, UserId)>> {
+    Ok(with_conn!(conn, c => trainer_clients::table
+        .select((trainer_clients::trainer_id, trainer_clients::member_id))
+        .order((trainer_clients::trainer_id, trainer_clients::member_id))
+        .load(c))?)
+}

@@ -808,7 +808,9 @@ pub async fn conversations(state: &AppState, user: &AuthUser) -> AppResult<Vec<C
         .collect())
 }
 
-/// Who may talk: two different users, one of them a trainer or an admin.
+/// Who may talk (PROTOCOL §3, `POST /api/chat/conversations`): two different users, one
+/// of them a trainer or an admin; a member only with a trainer or an admin; never a
+/// device. Anything else is 422, so that opening chats cannot be used to probe accounts.
 fn check_pair(state: &AppState, a: UserId, b: UserId) -> AppResult<()> {
     if a == b {
         return Err(AppError::Validation(
@@ -823,14 +825,22 @@ fn check_pair(state: &AppState, a: UserId, b: UserId) -> AppResult<()> {
             .ok_or_else(|| AppError::not_found("user"))
     };
     let (ra, rb) = (role(a)?, role(b)?);
+    pair_allowed(ra, rb).map_err(|why| AppError::Validation(why.into()))
+}
+
+/// The pairing rule on roles alone; the reason when refused.
+fn pair_allowed(a: Role, b: Role) -> Result<(), &'static str> {
     let leads = |r: Role| matches!(r, Role::Trainer | Role::Admin);
-    if leads(ra) || leads(rb) {
-        Ok(())
-    } else {
-        Err(AppError::Forbidden(
-            "conversations are with a trainer or an admin".into(),
-        ))
+    if a == Role::Device || b == Role::Device {
+        return Err("devices do not chat");
     }
+    if (a == Role::Member && !leads(b)) || (b == Role::Member && !leads(a)) {
+        return Err("members chat only with trainers and admins");
+    }
+    if !(leads(a) || leads(b)) {
+        return Err("conversations are with a trainer or an admin");
+    }
+    Ok(())
 }
 
 async fn get_or_create(

@@ -572,6 +572,17 @@ pub async fn list(
         .collect())
 }
 
+/// Who is in now: every open check-in, whatever day it was opened, oldest first (staff
+/// and admins; the front desk's list).
+pub async fn list_open(state: &AppState, actor: &AuthUser) -> AppResult<Vec<Checkin>> {
+    actor.require(&[Role::Staff, Role::Admin])?;
+    let rows = state.db.read(crate::db::checkins::list_open).await?;
+    Ok(rows
+        .iter()
+        .map(|r| Checkin::from_row(&state.directory, r))
+        .collect())
+}
+
 /// The live statistics (staff and admins).
 pub fn stats(state: &AppState, actor: &AuthUser) -> AppResult<Stats> {
     actor.require(&[Role::Staff, Role::Admin])?;

@@ -3,6 +3,7 @@
 
 pub mod attendance;
 pub mod chat;
+pub mod checkin_codes;
 pub mod checkins;
 pub mod directory;
 pub mod files;

@@ -4,6 +4,7 @@ use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use super::checkins::{parse_date, parse_user_id};
+use super::csv::{self, Format};
 use crate::auth::AuthUser;
 use crate::domain::attendance::{self, AttendanceRecord, RecordRequest};
 use crate::domain::users::Role;
@@ -31,6 +32,7 @@ async fn post_record(
 struct ListQuery {
     date: Option<String>,
     employee_id: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -47,6 +49,37 @@ async fn list_records(
     user.require(&[Role::Staff, Role::Admin])?;
     let date = parse_date(query.date.as_deref())?;
     let employee = parse_user_id("employee_id", query.employee_id.as_deref())?;
+    let format = csv::parse_format(query.format.as_deref())?;
     let records = attendance::list(&state, &user, date, employee).await?;
-    Ok(HttpResponse::Ok().json(RecordList { records }))
+    Ok(match format {
+        Format::Json => HttpResponse::Ok().json(RecordList { records }),
+        Format::Csv => csv::response(&format!("attendance-{date}.csv"), records_csv(&records)),
+    })
+}
+
+/// The day's attendance as CSV: one line per record, `late` as `yes` / `no`.
+fn records_csv(records: &[AttendanceRecord]) -> String {
+    let rows = records.iter().map(|r| {
+        vec![
+            r.employee_id.to_string(),
+            r.employee_name.clone(),
+            r.status.clone(),
+            r.date.to_string(),
+            csv::stamp(r.timestamp),
+            r.device.clone().unwrap_or_default(),
+            if r.is_late { "yes" } else { "no" }.to_string(),
+        ]
+    });
+    csv::document(
+        &[
+            "employee_id",
+            "employee_name",
+            "status",
+            "date",
+            "timestamp",
+            "device",
+            "late",
+        ],
+        rows,
+    )
 }

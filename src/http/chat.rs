@@ -121,8 +121,25 @@ async fn post_read(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn list_clients(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
-    let clients = chat::trainer_clients(&state, &user).await?;
+#[derive(Deserialize)]
+struct ClientsQuery {
+    q: Option<String>,
+}
+
+/// `?q=` keeps the clients whose name or username contains it (case-insensitive).
+async fn list_clients(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    query: web::Query<ClientsQuery>,
+) -> AppResult<HttpResponse> {
+    let mut clients = chat::trainer_clients(&state, &user).await?;
+    let needle = query.q.as_deref().unwrap_or("").trim().to_lowercase();
+    if !needle.is_empty() {
+        clients.retain(|c| {
+            c.user.username.to_lowercase().contains(&needle)
+                || c.user.display_name.to_lowercase().contains(&needle)
+        });
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({ "clients": clients })))
 }
 

@@ -4,8 +4,10 @@ use actix_web::{web, HttpResponse};
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use super::csv::{self, Format};
 use crate::auth::AuthUser;
 use crate::db::UserId;
+use crate::domain::checkin_codes;
 use crate::domain::checkins::{self, CheckInRequest, Checkin};
 use crate::domain::users::Role;
 use crate::error::{AppError, AppResult};
@@ -18,6 +20,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list_checkins)),
     )
     .service(web::resource("/api/checkins/checkout").route(web::post().to(post_checkout)))
+    .service(web::resource("/api/checkins/by-code").route(web::post().to(post_checkin_by_code)))
+    .service(web::resource("/api/checkins/open").route(web::get().to(list_open)))
     .service(web::resource("/api/checkins/stats").route(web::get().to(get_stats)));
 }
 
@@ -72,6 +76,7 @@ async fn post_checkout(
 struct ListQuery {
     date: Option<String>,
     member_id: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -88,8 +93,105 @@ async fn list_checkins(
     user.require(&[Role::Staff, Role::Admin])?;
     let date = parse_date(query.date.as_deref())?;
     let member = parse_user_id("member_id", query.member_id.as_deref())?;
+    let format = csv::parse_format(query.format.as_deref())?;
     let checkins = checkins::list(&state, &user, date, member).await?;
+    Ok(match format {
+        Format::Json => HttpResponse::Ok().json(CheckinList { checkins }),
+        Format::Csv => csv::response(&format!("checkins-{date}.csv"), checkins_csv(&checkins)),
+    })
+}
+
+/// The day's check-ins as CSV: one line per visit, times in RFC 3339 UTC.
+fn checkins_csv(checkins: &[Checkin]) -> String {
+    let rows = checkins.iter().map(|c| {
+        vec![
+            c.id.to_string(),
+            c.member_id.to_string(),
+            c.member_name.clone(),
+            c.location.clone().unwrap_or_default(),
+            csv::stamp(c.checked_in_at),
+            c.checked_out_at.map(csv::stamp).unwrap_or_default(),
+            c.checked_out_at
+                .map(|out| (out - c.checked_in_at).num_minutes().to_string())
+                .unwrap_or_default(),
+            c.notes.clone().unwrap_or_default(),
+        ]
+    });
+    csv::document(
+        &[
+            "id",
+            "member_id",
+            "member_name",
+            "location",
+            "checked_in_at",
+            "checked_out_at",
+            "minutes",
+            "notes",
+        ],
+        rows,
+    )
+}
+
+/// Who is in now, whatever day they came: `{"checkins":[…]}`, oldest first.
+async fn list_open(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
+    let checkins = checkins::list_open(&state, &user).await?;
     Ok(HttpResponse::Ok().json(CheckinList { checkins }))
+}
+
+#[derive(Deserialize)]
+struct ByCodeRequest {
+    code: String,
+    #[serde(default)]
+    location: Option<String>,
+    #[serde(default)]
+    notes: Option<String>,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// The front desk's scanner: a member's check-in code instead of their id. Answers like
+/// `POST /api/checkins`; a refusal that concerns the member (not active, already in)
+/// also carries `member` (a user object) so that the desk can say who and why.
+async fn post_checkin_by_code(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<ByCodeRequest>,
+) -> AppResult<HttpResponse> {
+    let body = body.into_inner();
+    let member = checkin_codes::resolve(&state, &user, &body.code).await?;
+    let req = CheckInRequest {
+        member_id: member.id,
+        location: body.location,
+        notes: body.notes,
+        idempotency_key: body.idempotency_key,
+    };
+    let refusal = match checkins::check_in(&state, &user, req).await {
+        Ok(checkin) => return Ok(HttpResponse::Created().json(checkin)),
+        Err(AppError::AccountInactive) => AppError::AccountInactive,
+        Err(e @ AppError::Conflict(_)) => e,
+        Err(e) => return Err(e),
+    };
+    let message = match &refusal {
+        AppError::AccountInactive => format!(
+            "{} cannot be checked in: their account is {}",
+            member.display_name,
+            member.status.as_str()
+        ),
+        _ => format!("{} is already checked in", member.display_name),
+    };
+    let view = serde_json::json!({
+        "id": member.id,
+        "username": member.username,
+        "display_name": member.display_name,
+        "role": member.role.as_str(),
+        "account_status": member.status.as_str(),
+    });
+    Ok(
+        HttpResponse::build(refusal.status()).json(serde_json::json!({
+            "error": {"code": refusal.code(), "message": message},
+            "member": view,
+        })),
+    )
 }
 
 async fn get_stats(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {

@@ -5,9 +5,12 @@ pub mod attendance;
 pub mod auth;
 pub mod chat;
 pub mod checkins;
+pub mod csv;
 pub mod drain;
 pub mod files;
+pub mod headers;
 pub mod ops;
+pub mod people;
 pub mod static_files;
 pub mod users;
 
@@ -38,6 +41,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .configure(checkins::routes)
         .configure(attendance::routes)
         .configure(ops::routes)
+        .configure(people::routes)
         .route("/ws", web::get().to(ws_plain))
         .route("/ws/chat", web::get().to(ws_plain))
         .route("/ws/conversations/{id}", web::get().to(ws_conversation))

@@ -16,6 +16,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("", web::post().to(create_user))
         .route("/me", web::get().to(get_me))
         .route("/heartbeat", web::post().to(post_heartbeat))
+        .route(
+            "/me/checkin-code",
+            web::get().to(super::people::get_my_checkin_code),
+        )
+        .route(
+            "/{id}/checkin-code",
+            web::get().to(super::people::get_checkin_code),
+        )
         .route("/all-users", web::get().to(list_users))
         .route("/{id}", web::patch().to(patch_user))
         .route("/{id}", web::get().to(get_user))

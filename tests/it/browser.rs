@@ -34,23 +34,24 @@ const CHROMIUM_ARGS: [&str; 8] = [
 /// Collects the page's uncaught errors so that the test can insist on none.
 const ERROR_TRAP: &str = "window.__errors = [];\
     addEventListener('error', e => window.__errors.push(String(e.message)));\
+    addEventListener('securitypolicyviolation', e => window.__errors.push('CSP blocked ' + e.violatedDirective + ' ' + e.blockedURI));\
     addEventListener('unhandledrejection', e => window.__errors.push(String(e.reason)));";
 
-fn in_ci() -> bool {
+pub(crate) fn in_ci() -> bool {
     std::env::var("CI")
         .map(|v| !v.is_empty() && v != "false")
         .unwrap_or(false)
 }
 
 /// A running chromium with its own fresh profile.
-struct Chrome {
+pub(crate) struct Chrome {
     browser: Browser,
     _profile: tempfile::TempDir,
 }
 
 impl Chrome {
     /// Starts chromium, or `None` (loudly) when it is not installed outside CI.
-    fn launch() -> Option<Chrome> {
+    pub(crate) fn launch() -> Option<Chrome> {
         if !Path::new(CHROMIUM).exists() {
             if in_ci() {
                 panic!("{CHROMIUM} is required in CI: apt-get install -y chromium chromium-driver");
@@ -80,12 +81,12 @@ impl Chrome {
     }
 
     /// A new tab that records uncaught page errors, at `url`.
-    fn open(&self, url: &str) -> Arc<Tab> {
+    pub(crate) fn open(&self, url: &str) -> Arc<Tab> {
         prepare(self.browser.new_tab().expect("new tab"), url)
     }
 
     /// A tab in a context of its own (its own storage), as a second person's browser.
-    fn open_isolated(&self, url: &str) -> Arc<Tab> {
+    pub(crate) fn open_isolated(&self, url: &str) -> Arc<Tab> {
         let context = self.browser.new_context().expect("new context");
         prepare(context.new_tab().expect("new tab"), url)
     }
@@ -108,7 +109,7 @@ fn prepare(tab: Arc<Tab>, url: &str) -> Arc<Tab> {
 }
 
 /// Evaluates `expr` in the page; answers its value (as JSON).
-fn js(tab: &Tab, expr: &str) -> Value {
+pub(crate) fn js(tab: &Tab, expr: &str) -> Value {
     let wrapped = format!("JSON.stringify((() => {{ return ({expr}); }})() ?? null)");
     let result = tab.evaluate(&wrapped, false).expect("evaluate");
     match result.value {
@@ -118,7 +119,7 @@ fn js(tab: &Tab, expr: &str) -> Value {
 }
 
 /// What the page shows, for failure messages.
-fn page_text(tab: &Tab) -> String {
+pub(crate) fn page_text(tab: &Tab) -> String {
     let text = js(tab, "document.body.innerText");
     let errors = js(tab, "window.__errors");
     let text = text
@@ -131,7 +132,7 @@ fn page_text(tab: &Tab) -> String {
 }
 
 /// Waits until `expr` is true in the page; panics with what the page shows after PAGE_WAIT.
-fn wait_for(tab: &Tab, expr: &str, what: &str) {
+pub(crate) fn wait_for(tab: &Tab, expr: &str, what: &str) {
     let started = Instant::now();
     let deadline = started + PAGE_WAIT;
     loop {
@@ -148,7 +149,7 @@ fn wait_for(tab: &Tab, expr: &str, what: &str) {
 
 /// Clicks into a field and types into it (as one text insertion: key by key costs two
 /// round trips to the browser per character).
-fn type_into(tab: &Tab, selector: &str, text: &str) {
+pub(crate) fn type_into(tab: &Tab, selector: &str, text: &str) {
     tab.wait_for_element(selector)
         .expect(selector)
         .click()
@@ -166,7 +167,7 @@ fn type_into(tab: &Tab, selector: &str, text: &str) {
 }
 
 /// Picks an option of a <select> and fires `change`, as choosing it with the mouse does.
-fn choose(tab: &Tab, selector: &str, value: &str) {
+pub(crate) fn choose(tab: &Tab, selector: &str, value: &str) {
     tab.wait_for_element(selector).expect(selector);
     let ok = js(
         tab,
@@ -178,7 +179,7 @@ fn choose(tab: &Tab, selector: &str, value: &str) {
     assert_eq!(ok, Value::Bool(true), "no option {value} in {selector}");
 }
 
-fn click(tab: &Tab, selector: &str) {
+pub(crate) fn click(tab: &Tab, selector: &str) {
     tab.wait_for_element(selector)
         .expect(selector)
         .click()
@@ -198,7 +199,7 @@ fn presence_is(username: &str, online: bool) -> String {
 }
 
 /// Where screenshots go: `target/screenshots/` (not committed).
-fn screenshot(tab: &Tab, name: &str) -> PathBuf {
+pub(crate) fn screenshot(tab: &Tab, name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/screenshots");
     std::fs::create_dir_all(&dir).expect("screenshot dir");
     let png = tab
@@ -475,7 +476,7 @@ fn admin_panel_live_presence_and_user_management() {
 }
 
 /// Logs in through the page's form.
-fn log_in(tab: &Tab, username: &str, password: &str) {
+pub(crate) fn log_in(tab: &Tab, username: &str, password: &str) {
     wait_for(
         tab,
         "!document.getElementById('login-view').hidden",

@@ -679,7 +679,7 @@ fn outsider_is_refused(app: &TestApp) {
         &outsider.token,
         json!({"peer_id": p.member.id}),
     );
-    assert_eq!(status, 403, "{body}");
+    assert_eq!(status, 422, "{body}");
     let (status, _) = app.post(
         "/api/chat/conversations",
         &p.trainer.token,
