@@ -44,6 +44,10 @@ pub enum AppError {
 pub struct ErrorBody {
     pub code: &'static str,
     pub message: String,
+    /// The conversation a socket's `resync_required` is about (an addition to the
+    /// contract's `{code, message}`; absent everywhere else).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<crate::db::ConversationId>,
 }
 
 impl AppError {
@@ -86,6 +90,7 @@ impl AppError {
         ErrorBody {
             code: self.code(),
             message: self.to_string(),
+            conversation_id: None,
         }
     }
 

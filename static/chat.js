@@ -12,8 +12,9 @@ const TYPING_SEND_MS = 2000;
 const TYPING_IDLE_MS = 3000;
 /** The peer's typing indicator disappears after this long without news (the server's expiry). */
 const TYPING_SHOW_MS = 6000;
-/** The conversation list is fetched again this often: new conversations have no event. */
-const CONVERSATIONS_POLL_MS = 5_000;
+/** The conversation list is fetched again this often, as a backstop: a new conversation
+ * arrives at once as `conversation_created`, messages as `new_message`. */
+const CONVERSATIONS_POLL_MS = 30_000;
 const HISTORY_PAGE = 50;
 /** Typing pauses this long before a people search goes out. */
 const FINDER_DEBOUNCE_MS = 200;
@@ -433,6 +434,10 @@ function handleFrame(frame) {
       break;
     case "message_ack":
       if (p.message) addMessage(p.message);
+      break;
+    case "conversation_created":
+      // Someone opened a chat with us: show it now rather than at the next poll.
+      if (!conv(p.conversation_id)) loadConversations();
       break;
     case "typing":
       if (p.user_id !== me().id) peerTyping(p.conversation_id, p.is_typing);

@@ -857,6 +857,21 @@ async fn get_or_create(
     state.chat.remember(&row);
     if created {
         log::info!("conversation {} opened between {a} and {b}", row.id);
+        let frame = ServerFrame::ConversationCreated {
+            conversation_id: row.id,
+            created_by: a,
+        };
+        for user in [a, b] {
+            publish(
+                state,
+                RoomKey::User(user),
+                frame.clone(),
+                FrameKind::Event,
+                None,
+                None,
+            )
+            .await;
+        }
     }
     Ok((row, created))
 }

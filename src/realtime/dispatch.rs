@@ -104,6 +104,7 @@ pub async fn handle(
                         "more than {} messages were missed: reload the history",
                         chat::RECOVERY_MAX
                     ),
+                    conversation_id: Some(conversation_id),
                 })
             });
             Outcome::Joined {

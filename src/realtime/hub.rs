@@ -735,6 +735,7 @@ mod tests {
         let frame = ServerFrame::Error(crate::error::ErrorBody {
             code: "x",
             message: String::new(),
+            conversation_id: None,
         });
         hub.send(Deliver::to_room(room, &frame, FrameKind::Event))
             .await

@@ -188,6 +188,7 @@ pub fn resync_notice(conversation: ConversationId) -> ServerFrame {
         message: format!(
             "messages of conversation {conversation} were missed: reload its history or rejoin with since_seq"
         ),
+        conversation_id: Some(conversation),
     })
 }
 

@@ -184,6 +184,12 @@ pub enum ServerFrame {
     ConversationLeft {
         conversation_id: ConversationId,
     },
+    /// A conversation was opened with this user (an addition to §4): sent to both
+    /// participants' sockets so that a trainer sees a member's new chat at once.
+    ConversationCreated {
+        conversation_id: ConversationId,
+        created_by: UserId,
+    },
     MessageAck {
         client_msg_id: String,
         message: Message,

@@ -836,3 +836,23 @@ fn sending_ends_typing(app: &TestApp) {
 }
 
 both_backends!(sending_ends_typing);
+
+/// A member opening a chat with a trainer: the trainer's sockets hear of it at once
+/// (`conversation_created`), the member's other sockets too; opening it again says
+/// nothing.
+fn a_new_conversation_is_announced_to_both(app: &TestApp) {
+    let trainer = app.user("trainer");
+    let member = app.user("member");
+    let mut trainer_ws = app.ws_auth(&trainer);
+    let mut member_other = app.ws_auth(&member);
+    let conv = open(app, &member, trainer.id);
+    for ws in [&mut trainer_ws, &mut member_other] {
+        let f = ws.expect("conversation_created");
+        assert_eq!(f["payload"]["conversation_id"], conv);
+        assert_eq!(f["payload"]["created_by"], member.id);
+    }
+    assert_eq!(open(app, &member, trainer.id), conv);
+    trainer_ws.expect_none("conversation_created", Duration::from_millis(500));
+}
+
+both_backends!(a_new_conversation_is_announced_to_both);
