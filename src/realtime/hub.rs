@@ -280,6 +280,14 @@ impl Hub {
         }
     }
 
+    /// The sessions of one user on this instance.
+    fn sessions_of(&self, user: UserId) -> Vec<SessionId> {
+        self.users
+            .get(&user)
+            .map(|s| s.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     fn leave_room(&mut self, id: SessionId, room: RoomKey) -> bool {
         let was_in = self
             .sessions
@@ -541,11 +549,7 @@ impl Handler<RecheckUser> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: RecheckUser, _: &mut Context<Self>) {
-        let ids: Vec<SessionId> = self
-            .users
-            .get(&msg.user)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let ids = self.sessions_of(msg.user);
         for id in ids {
             self.recheck_session(id);
         }
@@ -587,11 +591,7 @@ impl Handler<CloseUser> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: CloseUser, _: &mut Context<Self>) {
-        let ids: Vec<SessionId> = self
-            .users
-            .get(&msg.user)
-            .map(|s| s.iter().copied().collect())
-            .unwrap_or_default();
+        let ids = self.sessions_of(msg.user);
         for id in ids {
             self.close_session(id, msg.code, &msg.reason);
         }

@@ -5,7 +5,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -21,36 +20,8 @@ struct Frozen {
 
 impl Frozen {
     fn connect(app: &TestApp, path: &str) -> Frozen {
-        let addr: std::net::SocketAddrV4 = app.base.trim_start_matches("http://").parse().unwrap();
-        // SAFETY: plain socket(2)/setsockopt(2)/connect(2) calls on a descriptor this
-        // function owns, handed to TcpStream once connected.
-        let stream = unsafe {
-            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-            assert!(fd >= 0);
-            let size: libc::c_int = 4096;
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_RCVBUF,
-                &size as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            );
-            let sa = libc::sockaddr_in {
-                sin_family: libc::AF_INET as libc::sa_family_t,
-                sin_port: addr.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*addr.ip()).to_be(),
-                },
-                sin_zero: [0; 8],
-            };
-            let rc = libc::connect(
-                fd,
-                &sa as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            );
-            assert_eq!(rc, 0, "connect");
-            TcpStream::from_raw_fd(fd)
-        };
+        let addr = app.base.trim_start_matches("http://").to_string();
+        let stream = crate::realtime::tiny_window_socket(&addr);
         let mut f = Frozen { stream };
         let req = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\

@@ -288,7 +288,7 @@ fn browser_origins_are_checked() {
 
 /// A client TCP socket with a tiny receive buffer, so that a client that stops reading
 /// backs up into the server quickly.
-fn tiny_window_socket(addr: &str) -> std::net::TcpStream {
+pub(crate) fn tiny_window_socket(addr: &str) -> std::net::TcpStream {
     use std::net::SocketAddr;
     use std::os::fd::FromRawFd;
     let addr: SocketAddr = addr.parse().unwrap();
