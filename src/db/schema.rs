@@ -44,6 +44,7 @@ diesel::table! {
         at -> Timestamp,
         is_online -> Bool,
         reason -> Text,
+        coalesced -> Integer,
     }
 }
 

@@ -9,7 +9,7 @@ use crate::db::{Conn, UserId};
 use crate::error::{AppError, AppResult};
 
 /// A user's role (PROTOCOL §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -48,7 +48,7 @@ impl Role {
 }
 
 /// An account's status (PROTOCOL §2). Only `active` accounts log in or go online.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     Active,
@@ -83,7 +83,7 @@ impl AccountStatus {
 }
 
 /// The contract's user object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: UserId,
     pub username: String,
@@ -116,7 +116,7 @@ impl UserView {
 }
 
 /// What an admin (or the CLI) gives to create a user.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct CreateUser {
     pub username: String,
     pub password: String,
@@ -126,7 +126,7 @@ pub struct CreateUser {
 }
 
 /// What an admin may change on a user.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUser {
     #[serde(default)]

@@ -45,6 +45,14 @@ pub(crate) fn parse_user_id(field: &str, value: Option<&str>) -> AppResult<Optio
     }
 }
 
+/// Checks a member in.
+#[utoipa::path(post, path = "/api/checkins", tag = "checkins", security(("bearer" = [])),
+    request_body = CheckInRequest,
+    responses(
+        (status = 201, description = "the check-in", body = Checkin),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 409, description = "`conflict`: already checked in", body = crate::error::ErrorEnvelope),
+    ))]
 async fn post_checkin(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -54,11 +62,19 @@ async fn post_checkin(
     Ok(HttpResponse::Created().json(checkin))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct CheckOutRequest {
     member_id: UserId,
 }
 
+/// Checks a member out.
+#[utoipa::path(post, path = "/api/checkins/checkout", tag = "checkins", security(("bearer" = [])),
+    request_body = CheckOutRequest,
+    responses(
+        (status = 200, description = "the closed check-in", body = Checkin),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 409, description = "`conflict`: not checked in", body = crate::error::ErrorEnvelope),
+    ))]
 async fn post_checkout(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -68,17 +84,27 @@ async fn post_checkout(
     Ok(HttpResponse::Ok().json(checkin))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// YYYY-MM-DD (UTC); today when absent
     date: Option<String>,
+    /// an integer user id
     member_id: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CheckinList {
     checkins: Vec<Checkin>,
 }
 
+/// A day's check-ins (staff, admin).
+#[utoipa::path(get, path = "/api/checkins", tag = "checkins", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "check-ins", body = CheckinList),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn list_checkins(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -92,6 +118,12 @@ async fn list_checkins(
     Ok(HttpResponse::Ok().json(CheckinList { checkins }))
 }
 
+/// The live statistics (staff, admin).
+#[utoipa::path(get, path = "/api/checkins/stats", tag = "checkins", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "stats", body = crate::domain::checkins::Stats),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn get_stats(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(checkins::stats(&state, &user)?))
 }

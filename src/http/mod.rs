@@ -6,6 +6,7 @@ pub mod auth;
 pub mod chat;
 pub mod checkins;
 pub mod files;
+pub mod openapi;
 pub mod ops;
 pub mod static_files;
 pub mod users;
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .configure(checkins::routes)
         .configure(attendance::routes)
         .configure(ops::routes)
+        .configure(openapi::routes)
         .route("/ws", web::get().to(ws_plain))
         .route("/ws/chat", web::get().to(ws_plain))
         .route("/ws/conversations/{id}", web::get().to(ws_conversation))
@@ -67,6 +69,13 @@ async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::not_found("route"))
 }
 
+/// The WebSocket (PROTOCOL §4): authenticate with `?token=` or an `authenticate` frame.
+#[utoipa::path(get, path = "/ws", tag = "realtime",
+    params(("token" = Option<String>, Query, description = "an access token")),
+    responses(
+        (status = 101, description = "switched to the WebSocket protocol"),
+        (status = 400, description = "`invalid_request`: not a WebSocket handshake", body = crate::error::ErrorEnvelope),
+    ))]
 async fn ws_plain(
     req: HttpRequest,
     stream: web::Payload,
@@ -75,6 +84,13 @@ async fn ws_plain(
     crate::realtime::session::upgrade(req, stream, state, None).await
 }
 
+/// The WebSocket, joined to conversation `id` once authenticated.
+#[utoipa::path(get, path = "/ws/conversations/{id}", tag = "realtime",
+    params(("id" = i64, Path, description = "conversation id"), ("token" = Option<String>, Query, description = "an access token")),
+    responses(
+        (status = 101, description = "switched to the WebSocket protocol"),
+        (status = 400, description = "`invalid_request`: not a WebSocket handshake", body = crate::error::ErrorEnvelope),
+    ))]
 async fn ws_conversation(
     req: HttpRequest,
     stream: web::Payload,

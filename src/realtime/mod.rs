@@ -3,6 +3,7 @@
 pub mod dispatch;
 pub mod hub;
 pub mod presence;
+pub mod presence_pending;
 pub mod protocol;
 pub mod rooms;
 pub mod session;

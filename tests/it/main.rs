@@ -8,6 +8,8 @@ mod browser;
 mod chat;
 mod checkins;
 mod cli;
+mod faults;
 mod files;
+mod fuzz;
 mod presence;
 mod realtime;
