@@ -175,6 +175,7 @@ async fn list_clients(state: web::Data<AppState>, user: AuthUser) -> AppResult<H
     responses(
         (status = 204, description = "assigned"),
         (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`: not a trainer and a member", body = crate::error::ErrorEnvelope),
     ))]
 async fn put_assignment(
     state: web::Data<AppState>,
@@ -192,6 +193,7 @@ async fn put_assignment(
     responses(
         (status = 204, description = "unassigned"),
         (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`: not a trainer and a member", body = crate::error::ErrorEnvelope),
     ))]
 async fn delete_assignment(
     state: web::Data<AppState>,

@@ -51,6 +51,7 @@ pub(crate) fn parse_user_id(field: &str, value: Option<&str>) -> AppResult<Optio
     responses(
         (status = 201, description = "the check-in", body = Checkin),
         (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such member", body = crate::error::ErrorEnvelope),
         (status = 409, description = "`conflict`: already checked in", body = crate::error::ErrorEnvelope),
     ))]
 async fn post_checkin(
@@ -73,6 +74,7 @@ struct CheckOutRequest {
     responses(
         (status = 200, description = "the closed check-in", body = Checkin),
         (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such member", body = crate::error::ErrorEnvelope),
         (status = 409, description = "`conflict`: not checked in", body = crate::error::ErrorEnvelope),
     ))]
 async fn post_checkout(

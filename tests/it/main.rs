@@ -11,5 +11,6 @@ mod cli;
 mod faults;
 mod files;
 mod fuzz;
+mod openapi;
 mod presence;
 mod realtime;
