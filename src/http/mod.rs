@@ -50,20 +50,26 @@ fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
         .content_type_required(false)
-        .error_handler(|e, _| {
-            use actix_web::error::JsonPayloadError as J;
-            let app = match &e {
-                J::OverflowKnownLength { .. } | J::Overflow { .. } => {
-                    AppError::TooLarge("request body is too large".into())
-                }
-                J::ContentType => AppError::UnsupportedMediaType("send application/json".into()),
-                J::Deserialize(de) if de.is_data() => AppError::Validation(de.to_string()),
-                J::Deserialize(de) => AppError::InvalidRequest(format!("malformed JSON: {de}")),
-                other => AppError::InvalidRequest(format!("bad request body: {other}")),
-            };
-            app.into()
-        })
+        .error_handler(|e, _| json_error(&e).into())
 }
+
+/// The contract's error for a JSON body that could not be read.
+pub(crate) fn json_error(e: &error::JsonPayloadError) -> AppError {
+    use actix_web::error::JsonPayloadError as J;
+    match e {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => {
+            AppError::TooLarge("request body is too large".into())
+        }
+        J::ContentType => AppError::UnsupportedMediaType("send application/json".into()),
+        J::Deserialize(de) if de.is_data() => AppError::Validation(de.to_string()),
+        J::Deserialize(de) => AppError::InvalidRequest(format!("malformed JSON: {de}")),
+        other => AppError::InvalidRequest(format!("bad request body: {other}")),
+    }
+}
+
+#[cfg(test)]
+#[path = "body_props.rs"]
+mod body_props;
 
 async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::not_found("route"))
