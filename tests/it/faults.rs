@@ -509,6 +509,26 @@ struct PrivatePg {
     port: u16,
 }
 
+/// A free port below the ephemeral range. While PostgreSQL is stopped, Spotter keeps
+/// connecting to its port; were that port an ephemeral one, a connect could take it as its
+/// own source port (TCP self-connect), or another test bind it, and the restart would fail.
+fn free_port_outside_ephemeral_range() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| {
+            r.split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok())
+        })
+        .unwrap_or(32768);
+    let span = low.saturating_sub(15_000).max(1);
+    let start = (std::process::id() as u16).wrapping_mul(7919) % span;
+    (0..span)
+        .map(|i| 15_000 + (start + i) % span)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
 impl PrivatePg {
     fn start() -> Option<PrivatePg> {
         let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
@@ -525,11 +545,7 @@ impl PrivatePg {
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port_outside_ephemeral_range();
         let pg = PrivatePg { dir, bin, port };
         if unsafe { libc::geteuid() } == 0 {
             let st = Command::new("chown")
@@ -581,9 +597,10 @@ impl PrivatePg {
             .unwrap();
         assert!(
             out.status.success(),
-            "{tool} {args:?}: {}{}",
+            "{tool} {args:?}: {}{}\npg.log:\n{}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.dir.path().join("pg.log")).unwrap_or_default()
         );
     }
 
