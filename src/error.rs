@@ -40,8 +40,10 @@ pub enum AppError {
 }
 
 /// The body of every error, over HTTP and in `error` frames.
-#[derive(Debug, Serialize, Clone)]
+#[derive(Debug, Serialize, Clone, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// One of the contract's codes (PROTOCOL §3).
+    #[schema(value_type = String, example = "validation_failed")]
     pub code: &'static str,
     pub message: String,
     /// The conversation a socket's `resync_required` is about (an addition to the
@@ -111,9 +113,11 @@ impl AppError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorEnvelope {
-    error: ErrorBody,
+/// Every error over HTTP: `{"error": {"code", "message"}}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = ErrorResponse)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
 }
 
 impl ResponseError for AppError {
@@ -148,19 +152,47 @@ impl From<diesel::result::Error> for AppError {
             Error::DatabaseError(_, ref info) if is_unavailable_message(info.message()) => {
                 AppError::Unavailable(format!("database: {}", info.message()))
             }
+            // A commit that failed says why in `commit_error` (a full disk, a lost server).
+            Error::RollbackErrorOnCommit { commit_error, .. } => AppError::from(*commit_error),
+            // The connection lost its transaction state, which happens when the server or
+            // the disk failed under it; the pool drops such a connection.
+            Error::BrokenTransactionManager => {
+                AppError::Unavailable("database connection broken".into())
+            }
             other => AppError::Internal(format!("database: {other}")),
         }
     }
 }
 
-/// SQLite reports a full disk, a locked or read-only database as plain errors: those are
-/// "try again later", not bugs.
+/// SQLite reports a full disk, a locked or read-only database as plain errors, and
+/// PostgreSQL (libpq) a server that stopped or restarts: those are "try again later", not
+/// bugs.
 fn is_unavailable_message(msg: &str) -> bool {
     let m = msg.to_ascii_lowercase();
-    m.contains("database or disk is full")
-        || m.contains("database is locked")
-        || m.contains("readonly database")
-        || m.contains("disk i/o error")
+    const SIGNS: &[&str] = &[
+        // SQLite
+        "database or disk is full",
+        "database is locked",
+        "database table is locked",
+        "readonly database",
+        "disk i/o error",
+        "unable to open database file",
+        // PostgreSQL: the server stopping, restarting or out of reach
+        "terminating connection",
+        "server closed the connection",
+        "no connection to the server",
+        "connection to server",
+        "could not connect",
+        "could not receive data",
+        "could not send data",
+        "connection refused",
+        "the database system is",
+        "canceling statement due to conflict",
+        "could not extend file",
+        "no space left on device",
+        "lost synchronization with server",
+    ];
+    SIGNS.iter().any(|s| m.contains(s))
 }
 
 impl From<diesel::r2d2::PoolError> for AppError {
@@ -182,5 +214,42 @@ impl AppError {
     /// The error as an HTTP response (for handlers that return `HttpResponse` directly).
     pub fn error_response_json(&self) -> HttpResponse {
         ResponseError::error_response(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_unavailable_not_internal() {
+        for msg in [
+            "database or disk is full",
+            "database is locked",
+            "disk I/O error",
+            "terminating connection due to administrator command",
+            "server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally",
+            "no connection to the server\n",
+            "FATAL:  the database system is shutting down",
+            "the database system is starting up",
+            "could not extend file \"base/1/2\": No space left on device",
+        ] {
+            assert!(is_unavailable_message(msg), "{msg}");
+        }
+        assert!(!is_unavailable_message("syntax error at or near \"SELEC\""));
+        assert!(!is_unavailable_message(
+            "UNIQUE constraint failed: users.username"
+        ));
+        let broken = AppError::from(diesel::result::Error::BrokenTransactionManager);
+        assert_eq!(broken.code(), "unavailable");
+        assert_eq!(broken.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(broken.body().message, "database connection broken");
+    }
+
+    #[test]
+    fn internal_errors_say_nothing_of_their_cause() {
+        let e = AppError::internal("secret path /var/lib/x");
+        assert_eq!(e.body().message, "internal error");
+        assert_eq!(e.status().as_u16(), 500);
     }
 }

@@ -20,10 +20,11 @@ use crate::realtime::presence::{GoOffline, Reason, Touch};
 use crate::state::AppState;
 
 /// Answer of login and refresh.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenPair {
     pub access_token: String,
     pub refresh_token: String,
+    #[schema(value_type = String, example = "Bearer")]
     pub token_type: &'static str,
     pub expires_in: i64,
     pub refresh_expires_in: i64,

@@ -8,7 +8,7 @@ macro_rules! id_type {
         #[$doc]
         #[derive(
             Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
-            Serialize, Deserialize, DieselNewType,
+            Serialize, Deserialize, DieselNewType, utoipa::ToSchema,
         )]
         #[serde(transparent)]
         pub struct $name(pub i64);

@@ -45,6 +45,7 @@ diesel::table! {
         at -> Timestamp,
         is_online -> Bool,
         reason -> Text,
+        coalesced -> Integer,
     }
 }
 

@@ -196,6 +196,12 @@ pub struct PresenceWrite {
     pub last_seen: NaiveDateTime,
     /// `Some(reason)`: a transition, logged in `presence_log`.
     pub reason: Option<&'static str>,
+    /// How many transitions this one stands for: 1, or more when transitions that waited
+    /// for the database during an outage were merged into the user's latest.
+    pub coalesced: i32,
+    /// The order the change happened in (presence's own counter, not stored): a batch
+    /// that failed goes back among newer changes in this order.
+    pub seq: u64,
 }
 
 #[derive(Insertable)]
@@ -205,6 +211,7 @@ struct NewPresenceLog<'a> {
     at: NaiveDateTime,
     is_online: bool,
     reason: &'a str,
+    coalesced: i32,
 }
 
 /// Writes a batch of presence changes in one transaction: the latest state per user onto
@@ -223,6 +230,7 @@ pub fn write_presence(conn: &mut Conn, batch: &[PresenceWrite]) -> AppResult<()>
                 at: w.last_seen,
                 is_online: w.is_online,
                 reason,
+                coalesced: w.coalesced.max(1),
             })
         })
         .collect();
@@ -245,6 +253,8 @@ pub struct PresenceLogRow {
     pub at: NaiveDateTime,
     pub is_online: bool,
     pub reason: String,
+    /// How many transitions the row stands for (more than 1 after a database outage).
+    pub coalesced: i32,
 }
 
 /// The newest `limit` presence log entries of a user, oldest first.
@@ -253,7 +263,12 @@ pub fn presence_log(conn: &mut Conn, user: UserId, limit: i64) -> AppResult<Vec<
         .filter(presence_log::user_id.eq(user))
         .order(presence_log::id.desc())
         .limit(limit)
-        .select((presence_log::at, presence_log::is_online, presence_log::reason))
+        .select((
+            presence_log::at,
+            presence_log::is_online,
+            presence_log::reason,
+            presence_log::coalesced,
+        ))
         .load(c))?;
     rows.reverse();
     Ok(rows)

@@ -21,7 +21,7 @@ use crate::state::AppState;
 pub const DEVICE_MAX: usize = 100;
 
 /// The contract's attendance record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AttendanceRecord {
     pub id: AttendanceId,
     pub employee_id: UserId,
@@ -87,7 +87,7 @@ pub fn is_late(status: Status, timestamp: DateTime<Utc>, shift_start: NaiveTime)
 }
 
 /// A record to store (`POST /api/attendance`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct RecordRequest {
     pub employee_id: UserId,
     pub status: String,

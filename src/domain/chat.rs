@@ -133,7 +133,7 @@ impl ChatState {
 }
 
 /// An image attached to a message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Attachment {
     pub id: FileId,
     pub url: String,
@@ -142,7 +142,7 @@ pub struct Attachment {
 }
 
 /// The contract's message object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: MessageId,
     pub conversation_id: ConversationId,
@@ -156,7 +156,7 @@ pub struct Message {
 }
 
 /// A message to send (socket `send_message` or `POST /api/chat/messages`).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 pub struct SendMessage {
     pub conversation_id: ConversationId,
     pub content: String,
@@ -175,7 +175,7 @@ pub struct JoinResult {
 }
 
 /// A conversation as the caller's list shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ConversationView {
     pub id: ConversationId,
     pub peer: UserView,
@@ -186,7 +186,7 @@ pub struct ConversationView {
 
 /// A trainer's client: the user object plus the conversation's state (`conversation_id`
 /// is null until one of them opens it).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClientView {
     #[serde(flatten)]
     pub user: UserView,
@@ -196,7 +196,7 @@ pub struct ClientView {
 }
 
 /// One page of history, oldest first.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HistoryPage {
     pub conversation_id: ConversationId,
     pub messages: Vec<Message>,

@@ -48,7 +48,7 @@ pub const IDEMPOTENCY_KEY_MAX: usize = 128;
 const MICROS_PER_MINUTE: f64 = 60_000_000.0;
 
 /// The contract's check-in object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Checkin {
     pub id: CheckinId,
     pub member_id: UserId,
@@ -76,7 +76,7 @@ impl Checkin {
 }
 
 /// The contract's stats object (days and hours in UTC).
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct Stats {
     pub currently_checked_in: i64,
     pub today_check_ins: i64,
@@ -319,7 +319,7 @@ async fn publish(state: &AppState, frame: &ServerFrame, kind: FrameKind) {
 }
 
 /// A check-in request (socket `check_in` or `POST /api/checkins`).
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
 pub struct CheckInRequest {
     pub member_id: UserId,
     #[serde(default)]

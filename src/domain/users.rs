@@ -14,7 +14,7 @@ use crate::realtime::protocol::{CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED};
 use crate::state::AppState;
 
 /// A user's role (PROTOCOL §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     Admin,
@@ -53,7 +53,7 @@ impl Role {
 }
 
 /// An account's status (PROTOCOL §2). Only `active` accounts log in or go online.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountStatus {
     Active,
@@ -88,7 +88,7 @@ impl AccountStatus {
 }
 
 /// The contract's user object.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: UserId,
     pub username: String,
@@ -121,7 +121,7 @@ impl UserView {
 }
 
 /// What an admin (or the CLI) gives to create a user.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 pub struct CreateUser {
     pub username: String,
     pub password: String,
@@ -131,7 +131,7 @@ pub struct CreateUser {
 }
 
 /// What an admin may change on a user.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUser {
     #[serde(default)]

@@ -19,6 +19,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// Records an employee's attendance (admin, device).
+#[utoipa::path(post, path = "/api/attendance", tag = "attendance", security(("bearer" = [])),
+    request_body = RecordRequest,
+    responses(
+        (status = 201, description = "the record", body = AttendanceRecord),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such employee", body = crate::error::ErrorEnvelope),
+    ))]
 async fn post_record(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -28,18 +36,28 @@ async fn post_record(
     Ok(HttpResponse::Created().json(record))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// YYYY-MM-DD (UTC); today when absent
     date: Option<String>,
+    /// an integer user id
     employee_id: Option<String>,
     format: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct RecordList {
     records: Vec<AttendanceRecord>,
 }
 
+/// A day's attendance records (admin; staff their own).
+#[utoipa::path(get, path = "/api/attendance", tag = "attendance", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "records", body = RecordList),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn list_records(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -16,7 +16,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/logout", web::post().to(logout));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginBody {
     username: String,
     password: String,
@@ -28,6 +28,15 @@ const USERNAME_MAX_CHARS: usize = 64;
 /// Logins are admitted by the throttle before anything is hashed: a username longer than
 /// any account's is refused (422) without hashing and without being logged, and too many
 /// attempts from one address (at once, or failed in the window) get 429 at once.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "tokens and the user", body = crate::auth::tokens::TokenPair),
+        (status = 401, description = "`invalid_credentials`", body = crate::error::ErrorEnvelope),
+        (status = 403, description = "`account_inactive`", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`: a username over 64 characters", body = crate::error::ErrorEnvelope),
+        (status = 429, description = "`rate_limited`: too many failed logins, or too many at once from one address", body = crate::error::ErrorEnvelope),
+    ))]
 async fn login(
     state: web::Data<AppState>,
     req: HttpRequest,
@@ -94,11 +103,19 @@ pub fn client_addr(req: &HttpRequest, trusted: &[IpAddr]) -> String {
     peer.to_string()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct RefreshBody {
     refresh_token: String,
 }
 
+/// A new token pair for a refresh token (which is used up).
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "a new pair", body = crate::auth::tokens::TokenPair),
+        (status = 401, description = "`unauthorized`: unknown, reused, expired or revoked", body = crate::error::ErrorEnvelope),
+        (status = 403, description = "`account_inactive`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn refresh(
     state: web::Data<AppState>,
     body: web::Json<RefreshBody>,
@@ -107,12 +124,17 @@ async fn refresh(
     Ok(HttpResponse::Ok().json(pair))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct LogoutBody {
     #[serde(default)]
     refresh_token: Option<String>,
 }
 
+/// Revokes the access token (and the refresh token when given).
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth",
+    request_body(content = Option<LogoutBody>),
+    security(("bearer" = [])),
+    responses((status = 204, description = "logged out")))]
 async fn logout(
     state: web::Data<AppState>,
     user: AuthUser,

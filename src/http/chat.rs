@@ -28,16 +28,28 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// The caller's conversations.
+#[utoipa::path(get, path = "/api/chat/conversations", tag = "chat", security(("bearer" = [])),
+    responses((status = 200, description = "conversations", body = super::openapi::ConversationList)))]
 async fn list_conversations(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
     let conversations = chat::conversations(&state, &user).await?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "conversations": conversations })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct OpenBody {
     peer_id: UserId,
 }
 
+/// Gets or creates the direct conversation with `peer_id`.
+#[utoipa::path(post, path = "/api/chat/conversations", tag = "chat", security(("bearer" = [])),
+    request_body = OpenBody,
+    responses(
+        (status = 200, description = "the existing conversation", body = crate::domain::chat::ConversationView),
+        (status = 201, description = "a new conversation", body = crate::domain::chat::ConversationView),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such peer", body = crate::error::ErrorEnvelope),
+    ))]
 async fn open_conversation(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -51,7 +63,8 @@ async fn open_conversation(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryQuery {
     conversation_id: Option<ConversationId>,
     before_seq: Option<i64>,
@@ -64,6 +77,14 @@ struct HistoryQuery {
     trainer_id: Option<UserId>,
 }
 
+/// A page of history, oldest first.
+#[utoipa::path(get, path = "/api/chat/history", tag = "chat", security(("bearer" = [])),
+    params(HistoryQuery),
+    responses(
+        (status = 200, description = "a page", body = crate::domain::chat::HistoryPage),
+        (status = 403, description = "`forbidden`: not a participant", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such conversation", body = crate::error::ErrorEnvelope),
+    ))]
 async fn get_history(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -97,6 +118,14 @@ async fn get_history(
 }
 
 /// 201 with the message; a repeated `client_msg_id` answers the original the same way.
+#[utoipa::path(post, path = "/api/chat/messages", tag = "chat", security(("bearer" = [])),
+    request_body = SendMessage,
+    responses(
+        (status = 201, description = "the stored message", body = crate::domain::chat::Message),
+        (status = 403, description = "`forbidden`: not a participant", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such conversation or attachment", body = crate::error::ErrorEnvelope),
+        (status = 429, description = "`rate_limited`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn post_message(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -106,12 +135,20 @@ async fn post_message(
     Ok(HttpResponse::Created().json(message))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ReadBody {
     conversation_id: ConversationId,
     seq: i64,
 }
 
+/// Moves the caller's read marker forward.
+#[utoipa::path(post, path = "/api/chat/read", tag = "chat", security(("bearer" = [])),
+    request_body = ReadBody,
+    responses(
+        (status = 204, description = "marked"),
+        (status = 403, description = "`forbidden`: not a participant", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such conversation", body = crate::error::ErrorEnvelope),
+    ))]
 async fn post_read(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -126,7 +163,14 @@ struct ClientsQuery {
     q: Option<String>,
 }
 
-/// `?q=` keeps the clients whose name or username contains it (case-insensitive).
+/// The trainer's clients (trainer); `?q=` keeps those whose name or username contains
+/// it (case-insensitive).
+#[utoipa::path(get, path = "/api/trainer/clients", tag = "chat", security(("bearer" = [])),
+    params(("q" = Option<String>, Query, description = "part of a name or username")),
+    responses(
+        (status = 200, description = "clients", body = super::openapi::ClientList),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn list_clients(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -143,6 +187,14 @@ async fn list_clients(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "clients": clients })))
 }
 
+/// Assigns a member to a trainer (admin).
+#[utoipa::path(put, path = "/api/trainers/{trainer_id}/clients/{member_id}", tag = "chat", security(("bearer" = [])),
+    params(("trainer_id" = i64, Path, description = "trainer id"), ("member_id" = i64, Path, description = "member id")),
+    responses(
+        (status = 204, description = "assigned"),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`: not a trainer and a member", body = crate::error::ErrorEnvelope),
+    ))]
 async fn put_assignment(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -153,6 +205,14 @@ async fn put_assignment(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Unassigns a member from a trainer (admin).
+#[utoipa::path(delete, path = "/api/trainers/{trainer_id}/clients/{member_id}", tag = "chat", security(("bearer" = [])),
+    params(("trainer_id" = i64, Path, description = "trainer id"), ("member_id" = i64, Path, description = "member id")),
+    responses(
+        (status = 204, description = "unassigned"),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`: not a trainer and a member", body = crate::error::ErrorEnvelope),
+    ))]
 async fn delete_assignment(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -49,6 +49,15 @@ pub(crate) fn parse_user_id(field: &str, value: Option<&str>) -> AppResult<Optio
     }
 }
 
+/// Checks a member in.
+#[utoipa::path(post, path = "/api/checkins", tag = "checkins", security(("bearer" = [])),
+    request_body = CheckInRequest,
+    responses(
+        (status = 201, description = "the check-in", body = Checkin),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such member", body = crate::error::ErrorEnvelope),
+        (status = 409, description = "`conflict`: already checked in", body = crate::error::ErrorEnvelope),
+    ))]
 async fn post_checkin(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -58,11 +67,20 @@ async fn post_checkin(
     Ok(HttpResponse::Created().json(checkin))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct CheckOutRequest {
     member_id: UserId,
 }
 
+/// Checks a member out.
+#[utoipa::path(post, path = "/api/checkins/checkout", tag = "checkins", security(("bearer" = [])),
+    request_body = CheckOutRequest,
+    responses(
+        (status = 200, description = "the closed check-in", body = Checkin),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no such member", body = crate::error::ErrorEnvelope),
+        (status = 409, description = "`conflict`: not checked in", body = crate::error::ErrorEnvelope),
+    ))]
 async fn post_checkout(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -72,18 +90,28 @@ async fn post_checkout(
     Ok(HttpResponse::Ok().json(checkin))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// YYYY-MM-DD (UTC); today when absent
     date: Option<String>,
+    /// an integer user id
     member_id: Option<String>,
     format: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct CheckinList {
     checkins: Vec<Checkin>,
 }
 
+/// A day's check-ins (staff, admin).
+#[utoipa::path(get, path = "/api/checkins", tag = "checkins", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "check-ins", body = CheckinList),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn list_checkins(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -133,12 +161,17 @@ fn checkins_csv(checkins: &[Checkin]) -> String {
 }
 
 /// Who is in now, whatever day they came: `{"checkins":[…]}`, oldest first.
+#[utoipa::path(get, path = "/api/checkins/open", tag = "checkins", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "open check-ins", body = CheckinList),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn list_open(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
     let checkins = checkins::list_open(&state, &user).await?;
     Ok(HttpResponse::Ok().json(CheckinList { checkins }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ByCodeRequest {
     code: String,
     #[serde(default)]
@@ -152,6 +185,15 @@ struct ByCodeRequest {
 /// The front desk's scanner: a member's check-in code instead of their id. Answers like
 /// `POST /api/checkins`; a refusal that concerns the member (not active, already in)
 /// also carries `member` (a user object) so that the desk can say who and why.
+#[utoipa::path(post, path = "/api/checkins/by-code", tag = "checkins", security(("bearer" = [])),
+    request_body = ByCodeRequest,
+    responses(
+        (status = 201, description = "the check-in", body = Checkin),
+        (status = 403, description = "`forbidden` or `account_inactive` (with `member`)", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`: no member has this code", body = crate::error::ErrorEnvelope),
+        (status = 409, description = "`conflict`: already checked in (with `member`)", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn post_checkin_by_code(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -194,6 +236,12 @@ async fn post_checkin_by_code(
     )
 }
 
+/// The live statistics (staff, admin).
+#[utoipa::path(get, path = "/api/checkins/stats", tag = "checkins", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "stats", body = crate::domain::checkins::Stats),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn get_stats(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(checkins::stats(&state, &user)?))
 }

@@ -37,6 +37,14 @@ fn multipart_error(e: MultipartError) -> AppError {
     }
 }
 
+/// Uploads an image (png, jpeg, gif, webp; checked by content).
+#[utoipa::path(post, path = "/api/files/upload", tag = "files", security(("bearer" = [])),
+    request_body(content = super::openapi::Upload, content_type = "multipart/form-data"),
+    responses(
+        (status = 201, description = "the stored file", body = crate::domain::chat::Attachment),
+        (status = 413, description = "`too_large`: over the size limit or the quota", body = crate::error::ErrorEnvelope),
+        (status = 415, description = "`unsupported_media_type`: not an image, or not multipart", body = crate::error::ErrorEnvelope),
+    ))]
 async fn upload_file(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -88,6 +96,13 @@ fn parse_id(raw: &str) -> Option<FileId> {
 }
 
 /// Anyone with the id gets the file, streamed, with its checked type and `nosniff`.
+#[utoipa::path(get, path = "/api/files/{id}", tag = "files",
+    params(("id" = i64, Path, description = "file id")),
+    responses(
+        (status = 200, description = "the image", content(
+            (Vec<u8> = "image/png"), (Vec<u8> = "image/jpeg"), (Vec<u8> = "image/gif"), (Vec<u8> = "image/webp"),
+        )),
+    ))]
 async fn get_file(state: web::Data<AppState>, path: web::Path<String>) -> AppResult<HttpResponse> {
     let id = parse_id(&path).ok_or_else(|| AppError::not_found("file"))?;
     let files::Download { row, file } = files::open(&state, id).await?;

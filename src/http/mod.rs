@@ -9,6 +9,7 @@ pub mod csv;
 pub mod drain;
 pub mod files;
 pub mod headers;
+pub mod openapi;
 pub mod ops;
 pub mod people;
 pub mod static_files;
@@ -42,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: &AppState) {
         .configure(attendance::routes)
         .configure(ops::routes)
         .configure(people::routes)
+        .configure(openapi::routes)
         .route("/ws", web::get().to(ws_plain))
         .route("/ws/chat", web::get().to(ws_plain))
         .route("/ws/conversations/{id}", web::get().to(ws_conversation))
@@ -53,25 +55,38 @@ fn json_config(limit: usize) -> web::JsonConfig {
     web::JsonConfig::default()
         .limit(limit)
         .content_type_required(false)
-        .error_handler(|e, _| {
-            use actix_web::error::JsonPayloadError as J;
-            let app = match &e {
-                J::OverflowKnownLength { .. } | J::Overflow { .. } => {
-                    AppError::TooLarge("request body is too large".into())
-                }
-                J::ContentType => AppError::UnsupportedMediaType("send application/json".into()),
-                J::Deserialize(de) if de.is_data() => AppError::Validation(de.to_string()),
-                J::Deserialize(de) => AppError::InvalidRequest(format!("malformed JSON: {de}")),
-                other => AppError::InvalidRequest(format!("bad request body: {other}")),
-            };
-            app.into()
-        })
+        .error_handler(|e, _| json_error(&e).into())
 }
+
+/// The contract's error for a JSON body that could not be read.
+pub(crate) fn json_error(e: &error::JsonPayloadError) -> AppError {
+    use actix_web::error::JsonPayloadError as J;
+    match e {
+        J::OverflowKnownLength { .. } | J::Overflow { .. } => {
+            AppError::TooLarge("request body is too large".into())
+        }
+        J::ContentType => AppError::UnsupportedMediaType("send application/json".into()),
+        J::Deserialize(de) if de.is_data() => AppError::Validation(de.to_string()),
+        J::Deserialize(de) => AppError::InvalidRequest(format!("malformed JSON: {de}")),
+        other => AppError::InvalidRequest(format!("bad request body: {other}")),
+    }
+}
+
+#[cfg(test)]
+#[path = "body_props.rs"]
+mod body_props;
 
 async fn not_found() -> Result<HttpResponse, AppError> {
     Err(AppError::not_found("route"))
 }
 
+/// The WebSocket (PROTOCOL §4): authenticate with `?token=` or an `authenticate` frame.
+#[utoipa::path(get, path = "/ws", tag = "realtime",
+    params(("token" = Option<String>, Query, description = "an access token")),
+    responses(
+        (status = 101, description = "switched to the WebSocket protocol"),
+        (status = 400, description = "`invalid_request`: not a WebSocket handshake", body = crate::error::ErrorEnvelope),
+    ))]
 async fn ws_plain(
     req: HttpRequest,
     stream: web::Payload,
@@ -80,6 +95,13 @@ async fn ws_plain(
     crate::realtime::session::upgrade(req, stream, state, None).await
 }
 
+/// The WebSocket, joined to conversation `id` once authenticated.
+#[utoipa::path(get, path = "/ws/conversations/{id}", tag = "realtime",
+    params(("id" = i64, Path, description = "conversation id"), ("token" = Option<String>, Query, description = "an access token")),
+    responses(
+        (status = 101, description = "switched to the WebSocket protocol"),
+        (status = 400, description = "`invalid_request`: not a WebSocket handshake", body = crate::error::ErrorEnvelope),
+    ))]
 async fn ws_conversation(
     req: HttpRequest,
     stream: web::Payload,

@@ -73,6 +73,12 @@ fn needle(q: &Option<String>) -> AppResult<String> {
 }
 
 /// `GET /api/trainers?q=`: active trainers matching `q`, the caller's assigned ones first.
+#[utoipa::path(get, path = "/api/trainers", tag = "users", security(("bearer" = [])),
+    params(("q" = Option<String>, Query, description = "part of a name or username (at most 64 characters)")),
+    responses(
+        (status = 200, description = "`{\"trainers\":[user + {\"assigned\"}]}`", body = Object),
+        (status = 422, description = "`validation_failed`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn list_trainers(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -108,6 +114,13 @@ async fn list_trainers(
 /// them, assigned ones first (so a trainer cannot list the gym's members and their
 /// presence). Staff and admins see every member with `checked_in_at`, so the desk can
 /// check in or out.
+#[utoipa::path(get, path = "/api/members", tag = "users", security(("bearer" = [])),
+    params(("q" = Option<String>, Query, description = "part of a name or username, or a check-in code (staff, admins)")),
+    responses(
+        (status = 200, description = "`{\"members\":[user + {\"assigned\", \"checked_in_at\"}]}`", body = Object),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn list_members(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -176,6 +189,14 @@ async fn list_members(
 
 /// `GET /api/trainers/{id}/clients` (admins, and the trainer): the members assigned to
 /// that trainer, as user objects, by name.
+#[utoipa::path(get, path = "/api/trainers/{id}/clients", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "the trainer")),
+    responses(
+        (status = 200, description = "`{\"trainer_id\", \"clients\":[user]}`", body = Object),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`: not a trainer", body = crate::error::ErrorEnvelope),
+    ))]
 async fn list_assigned(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -217,6 +238,13 @@ pub struct CodeQuery {
 }
 
 /// `GET /api/users/me/checkin-code`: the caller's check-in code.
+#[utoipa::path(get, path = "/api/users/me/checkin-code", tag = "users", security(("bearer" = [])),
+    params(("format" = Option<String>, Query, description = "`json` (default) or `svg` (a QR code)")),
+    responses(
+        (status = 200, description = "`{\"member_id\",\"code\"}`, or the QR code as image/svg+xml", body = Object),
+        (status = 403, description = "`forbidden`: not a member", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`", body = crate::error::ErrorEnvelope),
+    ))]
 pub async fn get_my_checkin_code(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -227,6 +255,17 @@ pub async fn get_my_checkin_code(
 }
 
 /// `GET /api/users/{id}/checkin-code`: a member's code (the member, staff, admins).
+#[utoipa::path(get, path = "/api/users/{id}/checkin-code", tag = "users", security(("bearer" = [])),
+    params(
+        ("id" = i64, Path, description = "the member"),
+        ("format" = Option<String>, Query, description = "`json` (default) or `svg` (a QR code)"),
+    ),
+    responses(
+        (status = 200, description = "`{\"member_id\",\"code\"}`, or the QR code as image/svg+xml", body = Object),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 404, description = "`not_found`", body = crate::error::ErrorEnvelope),
+        (status = 422, description = "`validation_failed`", body = crate::error::ErrorEnvelope),
+    ))]
 pub async fn get_checkin_code(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -48,10 +48,20 @@ async fn live_view(state: &AppState, id: UserId) -> AppResult<UserView> {
     ))
 }
 
+/// The caller.
+#[utoipa::path(get, path = "/api/users/me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, description = "the caller", body = UserView)))]
 async fn get_me(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(live_view(&state, user.id).await?))
 }
 
+/// One user: the caller themself, or anyone for an admin.
+#[utoipa::path(get, path = "/api/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "user id")),
+    responses(
+        (status = 200, description = "the user", body = UserView),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn get_user(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -64,14 +74,21 @@ async fn get_user(
     Ok(HttpResponse::Ok().json(live_view(&state, id).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HeartbeatReply {
+    #[schema(value_type = String, example = "online")]
     status: &'static str,
     #[serde(with = "crate::time::rfc3339")]
     last_seen: chrono::DateTime<chrono::Utc>,
 }
 
 /// Touches memory only: `last_seen` reaches the database with the next write-behind flush.
+/// Keeps the caller online.
+#[utoipa::path(post, path = "/api/users/heartbeat", tag = "users", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "online", body = HeartbeatReply),
+        (status = 403, description = "`account_inactive`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn post_heartbeat(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
     // Memory only, and no round trip: an online user's heartbeat is noted on the board;
     // one that brings the user online is queued to the presence actor (waiting only while
@@ -95,20 +112,31 @@ async fn post_heartbeat(state: web::Data<AppState>, user: AuthUser) -> AppResult
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// admin, trainer, member, staff or device
     role: Option<String>,
+    /// true, false, 1 or 0
     online: Option<String>,
+    /// part of the username or display name
     q: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Counts {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Counts {
     total: usize,
     online: usize,
     offline: usize,
 }
 
+/// Every user with their live presence (admin).
+#[utoipa::path(get, path = "/api/users/all-users", tag = "users", security(("bearer" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "users and counts", body = super::openapi::UserList),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn list_users(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -156,6 +184,14 @@ async fn list_users(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "users": users, "counts": counts })))
 }
 
+/// Creates a user (admin).
+#[utoipa::path(post, path = "/api/users", tag = "users", security(("bearer" = [])),
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "the new user", body = UserView),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 409, description = "`conflict`: the username is taken", body = crate::error::ErrorEnvelope),
+    ))]
 async fn create_user(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -181,6 +217,15 @@ async fn create_user(
     Ok(HttpResponse::Created().json(UserView::from_row(&row, Some((false, None)))))
 }
 
+/// Changes a user (admin).
+#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "user id")),
+    request_body = PatchUser,
+    responses(
+        (status = 200, description = "the user", body = UserView),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+        (status = 409, description = "`conflict`: the last active admin", body = crate::error::ErrorEnvelope),
+    ))]
 async fn patch_user(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -194,17 +239,27 @@ async fn patch_user(
     Ok(HttpResponse::Ok().json(live_view(&state, id).await?))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct LogEntry {
     #[serde(with = "crate::time::rfc3339")]
     at: chrono::DateTime<chrono::Utc>,
     is_online: bool,
     reason: String,
+    /// How many transitions this entry stands for: more than 1 when transitions that
+    /// waited for the database during an outage were merged into the latest one.
+    coalesced: i32,
 }
 
 /// Presence log entries returned at most.
 const PRESENCE_LOG_LIMIT: i64 = 500;
 
+/// A user's presence transitions, oldest first (admin).
+#[utoipa::path(get, path = "/api/users/{id}/presence-log", tag = "users", security(("bearer" = [])),
+    params(("id" = i64, Path, description = "user id")),
+    responses(
+        (status = 200, description = "the log", body = Vec<LogEntry>),
+        (status = 403, description = "`forbidden`", body = crate::error::ErrorEnvelope),
+    ))]
 async fn get_presence_log(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -230,6 +285,7 @@ async fn get_presence_log(
             at: crate::time::from_db(r.at),
             is_online: r.is_online,
             reason: r.reason,
+            coalesced: r.coalesced,
         })
         .collect();
     Ok(HttpResponse::Ok().json(entries))

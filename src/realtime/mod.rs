@@ -6,6 +6,7 @@ pub mod hub;
 pub mod ordering;
 pub mod outflow;
 pub mod presence;
+pub mod presence_pending;
 pub mod protocol;
 pub mod rooms;
 pub mod session;

@@ -22,11 +22,13 @@ use crate::db::{Db, UserId};
 use crate::domain::directory::Directory;
 use crate::metrics::Metrics;
 use crate::realtime::hub::{Deliver, FrameKind, SocketPresence};
+use crate::realtime::presence_pending::PendingTransitions;
 use crate::realtime::protocol::ServerFrame;
 use crate::realtime::rooms::RoomKey;
 
-/// Bound of the write-behind buffer; past it the oldest heartbeat-only updates are merged
-/// (a user's newest `last_seen` is all that matters), transitions are always kept.
+/// Transitions waiting to be written after which a flush starts at once. While the
+/// database is down they are bounded differently: one row per user
+/// ([`PendingTransitions`]).
 const WRITE_BEHIND_SOFT_LIMIT: usize = 50_000;
 /// The presence mailbox: heartbeats wait when it is full.
 const PRESENCE_MAILBOX: usize = 16_384;
@@ -116,9 +118,15 @@ pub struct PresenceServer {
     users: HashMap<UserId, Entry>,
     /// Newest `last_seen` not yet written, per user.
     unflushed: HashMap<UserId, (bool, DateTime<Utc>)>,
-    /// Transitions not yet written to `presence_log`, in order.
-    transitions: Vec<PresenceWrite>,
+    /// Transitions not yet written to `presence_log`: in order, or one per user (the
+    /// latest, with a count) while the database is down.
+    transitions: PendingTransitions,
     flush_lock: Arc<tokio::sync::Mutex<()>>,
+    /// A timed flush is being written: the next one waits for it, so that an outage
+    /// does not pile up a batch per interval.
+    flushing: bool,
+    /// The order of changes, for [`PresenceWrite::seq`].
+    next_seq: u64,
     timeout: chrono::Duration,
     flush_interval: Duration,
     board: Arc<SeenBoard>,
@@ -141,8 +149,10 @@ impl PresenceServer {
         PresenceServer {
             users: HashMap::new(),
             unflushed: HashMap::new(),
-            transitions: Vec::new(),
+            transitions: PendingTransitions::default(),
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
+            flushing: false,
+            next_seq: 0,
             timeout: chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::seconds(120)),
             flush_interval,
             board,
@@ -221,7 +231,10 @@ impl PresenceServer {
             is_online: online,
             last_seen: crate::time::to_db(at),
             reason: Some(reason.as_str()),
+            coalesced: 1,
+            seq: self.next_seq,
         });
+        self.next_seq += 1;
         self.metrics
             .presence_transitions
             .with_label_values(&[if online { "true" } else { "false" }, reason.as_str()])
@@ -293,13 +306,15 @@ impl PresenceServer {
     /// Takes everything not yet written: transitions in order, then the newest `last_seen`
     /// of each user.
     fn take_batch(&mut self) -> Vec<PresenceWrite> {
-        let mut batch = std::mem::take(&mut self.transitions);
+        let mut batch = self.transitions.take();
         for (user, (online, at)) in self.unflushed.drain() {
             batch.push(PresenceWrite {
                 user_id: user,
                 is_online: online,
                 last_seen: crate::time::to_db(at),
                 reason: None,
+                coalesced: 1,
+                seq: 0,
             });
         }
         batch
@@ -323,37 +338,49 @@ impl PresenceServer {
         }
     }
 
-    /// Puts a failed batch's transitions back in front of what came since: nothing is lost.
+    /// Puts a failed batch's transitions back in front of what came since: nothing is lost,
+    /// and until a write succeeds each user keeps only their latest transition (with the
+    /// count of those it stands for), so an outage cannot grow the buffer without bound.
     fn requeue(&mut self, failed: Vec<PresenceWrite>, e: crate::error::AppError) {
         log::warn!(
             "presence flush of {} changes failed, will retry: {e}",
             failed.len()
         );
         self.metrics.presence_flush_failures.inc();
-        let mut restored = Vec::with_capacity(failed.len() + self.transitions.len());
+        let mut transitions = Vec::with_capacity(failed.len());
         for w in failed {
             if w.reason.is_some() {
-                restored.push(w);
+                transitions.push(w);
             } else {
                 self.unflushed
                     .entry(w.user_id)
                     .or_insert((w.is_online, crate::time::from_db(w.last_seen)));
             }
         }
-        restored.append(&mut self.transitions);
-        self.transitions = restored;
+        self.transitions.requeue(transitions);
+    }
+
+    /// A batch was stored: the database is back.
+    fn stored(&mut self) {
+        if self.transitions.coalescing() {
+            log::info!("presence: the database is back, writing transitions one by one again");
+        }
+        self.transitions.write_succeeded();
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
         self.absorb(ctx);
-        if self.unflushed.is_empty() && self.transitions.is_empty() {
+        if self.flushing || (self.unflushed.is_empty() && self.transitions.is_empty()) {
             return;
         }
+        self.flushing = true;
         let batch = self.take_batch();
         let fut = self.write_batch(batch);
         ctx.spawn(fut.into_actor(self).map(|res, act, _| {
-            if let Err((failed, e)) = res {
-                act.requeue(failed, e);
+            act.flushing = false;
+            match res {
+                Ok(()) => act.stored(),
+                Err((failed, e)) => act.requeue(failed, e),
             }
         }));
     }
@@ -499,7 +526,10 @@ impl Handler<FlushNow> for PresenceServer {
         let batch = self.take_batch();
         let fut = self.write_batch(batch);
         Box::pin(fut.into_actor(self).map(|res, act, _| match res {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                act.stored();
+                Ok(())
+            }
             Err((failed, e)) => {
                 let msg = e.to_string();
                 act.requeue(failed, e);

@@ -329,3 +329,7 @@ mod tests {
         assert!(v.get("ref").is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "protocol_props.rs"]
+mod props;

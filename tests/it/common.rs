@@ -363,6 +363,22 @@ impl Ws {
             .expect("ws send");
     }
 
+    pub fn send_binary(&mut self, data: Vec<u8>) {
+        self.socket
+            .send(Message::Binary(data))
+            .expect("ws send binary");
+    }
+
+    /// A text frame whose payload is not UTF-8 (which the protocol forbids).
+    pub fn send_invalid_utf8_text(&mut self, data: &[u8]) {
+        use tungstenite::protocol::frame::coding::{Data, OpCode};
+        use tungstenite::protocol::frame::Frame;
+        let frame = Frame::message(data.to_vec(), OpCode::Data(Data::Text), true);
+        self.socket
+            .send(Message::Frame(frame))
+            .expect("ws send raw frame");
+    }
+
     pub fn send(&mut self, kind: &str, payload: Value) {
         self.send_raw(&json!({"type": kind, "payload": payload}).to_string());
     }

@@ -10,6 +10,7 @@ mod idle;
 mod report;
 mod rooms;
 mod server;
+mod soak;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,6 +138,28 @@ enum Command {
         /// Skip the closed-loop (max) run.
         #[arg(long = "no-max")]
         no_max: bool,
+    },
+    /// A long mixed run (chat with reconnects and since_seq, heartbeats, check-ins,
+    /// attendance, presence feeds) that samples the server's RSS and open fds and fails if
+    /// an acked message is lost or a socket misses a message for good.
+    Soak {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 600)]
+        duration: u64,
+        /// Trainer/member pairs, each chatting over two sockets.
+        #[arg(long, default_value_t = 8)]
+        pairs: usize,
+        /// Messages per second per chatting socket.
+        #[arg(long, default_value_t = 2.0)]
+        rate: f64,
+        /// Seconds a chatting socket lives before it reconnects with since_seq.
+        #[arg(long = "reconnect-every", default_value_t = 30)]
+        reconnect_every: u64,
+        /// Seconds between samples of the server's RSS and open fds.
+        #[arg(long = "sample-every", default_value_t = 10)]
+        sample_every: u64,
     },
     /// CI: every scenario for ~2 s with tiny sizes; fails only if the tool cannot run a
     /// scenario or a chat message is lost.
@@ -374,6 +397,30 @@ fn run(cli: Cli) -> Result<(), String> {
                 chat_store_phases(t, &common, conversations, rate, window, duration, !no_max)
             })?;
             (common, print_all(&runs))
+        }
+        Command::Soak {
+            common,
+            duration,
+            pairs,
+            rate,
+            reconnect_every,
+            sample_every,
+        } => {
+            let targets = Targets {
+                common: common.clone(),
+            };
+            let spec = soak::SoakSpec {
+                duration: secs(duration),
+                pairs: pairs.max(1),
+                rate,
+                reconnect_every: secs(reconnect_every.max(1)),
+                sample_every: secs(sample_every.max(1)),
+            };
+            let mut target = targets.spotter()?;
+            let (report, samples) = soak::run(&mut target, &spec)?;
+            soak::report_samples(&samples);
+            println!("\nsoak: ok");
+            (common, print_all(&[vec![report]]))
         }
         Command::Smoke { common, skip_chat } => {
             let reports = smoke(&common, skip_chat)?;

@@ -1,0 +1,1 @@
+ALTER TABLE presence_log DROP COLUMN coalesced;
