@@ -105,6 +105,8 @@ impl Target {
             .env("SPOTTER_ACCESS_TTL_SECS", "7200")
             // Every login of a run comes from loopback: no per-address login throttle.
             .env("SPOTTER_LOGIN_MAX_FAILURES", "1000000")
+            // A fanout room is 2 users with up to hundreds of sockets: no per-user cap.
+            .env("SPOTTER_WS_MAX_PER_USER", "0")
             .env("RUST_LOG", &opts.rust_log)
             .stdin(Stdio::null())
             .stdout(log)
