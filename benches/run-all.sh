@@ -1,12 +1,17 @@
 #!/bin/sh
-# The measured runs of BENCHMARKS.md: every scenario against Spotter and the reference
-# server, one after the other (never both servers at once), tables and JSON into
-# benches/results/. Run from the repository root after
-#   cargo build --release --bin spotter --bin spotter-bench --bin spotter-reference
+# The measured runs of BENCHMARKS.md: every scenario against Spotter and both reference
+# servers (the same-stack spotter-reference and the lean spotter-lean), one after the
+# other (never two servers at once), tables and JSON into benches/results/. Run from the
+# repository root after
+#   cargo build --release --bins
+# Chat-store on PostgreSQL needs the server at 127.0.0.1:5432 (user postgres, trust auth);
+# a fresh database is created for the run (PG_URL overrides the server's URL prefix).
 set -eu
 B=target/release/spotter-bench
 S=target/release/spotter
 OUT=benches/results
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+PG_DB=spotter_bench_$(date -u +%Y%m%d%H%M%S)
 mkdir -p "$OUT"
 {
   date -u
@@ -14,9 +19,16 @@ mkdir -p "$OUT"
   nproc
   grep -m1 'model name' /proc/cpuinfo
   grep MemTotal /proc/meminfo
+  git rev-parse --short HEAD
 } > "$OUT/machine.txt"
-$B fanout     --spawn $S --compare --rooms 10 --sockets 50 --duration 10 --json "$OUT/fanout.json"     | tee "$OUT/fanout.txt"
-$B heartbeat  --spawn $S --compare --rate 5000 --connections 64 --duration 10 --json "$OUT/heartbeat.json" | tee "$OUT/heartbeat.txt"
-$B chat-store --spawn $S --compare --conversations 100 --rate 1000 --duration 10 --json "$OUT/chat-store.json" | tee "$OUT/chat-store.txt"
-$B idle       --spawn $S --compare --sockets 19900 --hold 60 --json "$OUT/idle.json"          | tee "$OUT/idle.txt"
+run() { name=$1; shift; echo "== $name, $(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"; "$@" --json "$OUT/$name.json" | tee "$OUT/$name.txt"; }
+run heartbeat       $B heartbeat  --spawn $S --compare --rate 5000 --connections 64 --users 200 --duration 10
+run fanout          $B fanout     --spawn $S --compare --rooms 10 --sockets 50 --duration 10 --then-fraction 0 --per-publisher-rates 2,10,20
+run fanout-two-way  $B fanout     --spawn $S --compare --rooms 10 --sockets 50 --duration 10 --then-fraction 0 --per-publisher-rates 2,10,20 --two-way
+run idle            $B idle       --spawn $S --compare --sockets 1000 --users 50 --hold 10 --join
+run rest            $B rest       --spawn $S --logins 100 --settle 5
+run chat-store      $B chat-store --spawn $S --compare --conversations 100 --rate 1000 --duration 10
+createdb -h 127.0.0.1 -U postgres "$PG_DB"
+run chat-store-pg   $B chat-store --spawn $S --server-env "SPOTTER_DATABASE_URL=$PG_URL/$PG_DB" --conversations 100 --rate 1000 --duration 10
+dropdb -h 127.0.0.1 -U postgres "$PG_DB" || true
 uptime >> "$OUT/machine.txt"

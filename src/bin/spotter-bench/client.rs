@@ -119,8 +119,9 @@ pub async fn create_users(
     let run = format!("{}x{batch}", run_tag());
     let password = "bench-user-password";
     let mut out = Vec::with_capacity(n);
-    // A few at a time: each creation and login hashes a password on the server.
-    for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+    // A few at a time: each creation and login hashes a password on the server, and
+    // Spotter refuses more than 4 logins in flight from one address.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(4) {
         let futs = chunk.iter().map(|i| {
             let username = format!("b{run}{}{i}", &role[..1]);
             async move {
@@ -148,6 +149,24 @@ pub fn member_tokens(t: &Target, n: usize) -> Result<Vec<String>, String> {
         let admin = login(&http, &t.urls[0], "admin", &t.admin_password).await?;
         let users = create_users(&http, t, &admin, "member", n.max(1)).await?;
         Ok(users.into_iter().map(|u| u.token).collect())
+    })
+}
+
+/// Creates `n` members and one trainer, and a direct conversation between the trainer and
+/// each member; answers each member's access token and conversation id.
+pub fn members_with_conversations(t: &Target, n: usize) -> Result<Vec<(String, i64)>, String> {
+    actix_web::rt::System::new().block_on(async {
+        let http = http_client(None, 16);
+        let base = &t.urls[0];
+        let admin = login(&http, base, "admin", &t.admin_password).await?;
+        let trainer = create_users(&http, t, &admin, "trainer", 1).await?;
+        let members = create_users(&http, t, &admin, "member", n.max(1)).await?;
+        let mut out = Vec::with_capacity(members.len());
+        for m in members {
+            let c = conversation(&http, base, &trainer[0], m.id).await?;
+            out.push((m.token, c));
+        }
+        Ok(out)
     })
 }
 

@@ -1,6 +1,10 @@
 //! `heartbeat`: authenticated `POST /api/users/heartbeat`, at a fixed rate (open loop:
 //! latency counts from the planned send time, so a stalled server cannot hide its queue)
-//! and as fast as C connections allow (closed loop).
+//! and as fast as C connections allow (closed loop). By default each request carries the
+//! JSON body `{}` as browser frontends send it (`axios.post('/api/users/heartbeat/', {})`)
+//! and requests rotate over many users' tokens; `--body none` sends the old bodyless
+//! request. Responses that close the connection (`connection: close`) are counted: a
+//! client-shaped heartbeat should stay on its kept-alive connection.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
@@ -18,21 +22,29 @@ pub struct HeartbeatSpec {
     /// Requests per second; 0 = closed loop.
     pub rate: f64,
     pub connections: usize,
-    pub users: usize,
     pub duration: Duration,
     pub threads: usize,
+    /// Send the JSON body `{}` (as frontends do) instead of no body.
+    pub json_body: bool,
 }
+
+/// The body a frontend's heartbeat carries.
+const JSON_BODY: &str = "{}";
 
 #[derive(Default)]
 struct Counters {
     ok: AtomicU64,
     failed: AtomicU64,
+    /// Responses with `connection: close` (the server drops the kept-alive connection).
+    closes: AtomicU64,
     stop: AtomicBool,
 }
 
-pub fn run(target: &mut Target, spec: &HeartbeatSpec) -> Result<Report, String> {
-    let t = target as &Target;
-    let tokens = client::member_tokens(t, spec.users)?;
+/// One phase with `tokens` (users created beforehand, so that phases share them).
+pub fn run(target: &mut Target, spec: &HeartbeatSpec, tokens: &[String]) -> Result<Report, String> {
+    if tokens.is_empty() {
+        return Err("heartbeat: no user tokens".into());
+    }
     let threads = spec.threads.max(1);
     let counters = Arc::new(Counters::default());
     let go = Arc::new(Barrier::new(threads + 1));
@@ -40,7 +52,7 @@ pub fn run(target: &mut Target, spec: &HeartbeatSpec) -> Result<Report, String> 
     let mut handles = Vec::new();
     for t in 0..threads {
         let (counters, go, hist) = (counters.clone(), go.clone(), hist.clone());
-        let tokens = tokens.clone();
+        let tokens = tokens.to_vec();
         let urls = target.urls.clone();
         let spec = spec.clone();
         handles.push(std::thread::spawn(move || {
@@ -71,9 +83,19 @@ pub fn run(target: &mut Target, spec: &HeartbeatSpec) -> Result<Report, String> 
         }),
     );
     report.param("connections", json!(spec.connections));
+    report.param("users", json!(tokens.len()));
+    report.param(
+        "body",
+        json!(if spec.json_body { JSON_BODY } else { "none" }),
+    );
     report.param("duration_s", json!(spec.duration.as_secs_f64()));
     report.metric("requests_ok", ok as f64, "");
     report.metric("requests_failed", failed as f64, "");
+    report.metric(
+        "responses_closing_connection",
+        counters.closes.load(Ordering::SeqCst) as f64,
+        "",
+    );
     report.metric("req_per_s", ok as f64 / elapsed, "/s");
     report.latency("latency", &h);
     report.metric("server_cpu_s", cpu, "s");
@@ -114,11 +136,9 @@ async fn worker(
             let req = http.post(&url).bearer_auth(&tokens[i % tokens.len()]);
             i += threads;
             let (counters, local) = (counters.clone(), local.clone());
+            let json_body = spec.json_body;
             tasks.push(actix_web::rt::spawn(async move {
-                let ok = match req.send().await {
-                    Ok(mut r) => r.status().is_success() && r.body().await.is_ok(),
-                    Err(_) => false,
-                };
+                let ok = exchange(req, json_body, &counters).await;
                 record(&counters, &local, ok, planned.elapsed());
             }));
             if tasks.len() > 4096 {
@@ -129,14 +149,16 @@ async fn worker(
         for c in 0..conns {
             let (counters, local, http) = (counters.clone(), local.clone(), http.clone());
             let url = url.clone();
-            let token = tokens[(t + c * threads) % tokens.len()].clone();
+            let tokens = tokens.clone();
+            let json_body = spec.json_body;
+            // Each connection walks over every user's token, starting at its own.
+            let mut i = t + c * threads;
             tasks.push(actix_web::rt::spawn(async move {
                 while !counters.stop.load(Ordering::Relaxed) {
                     let sent = Instant::now();
-                    let ok = match http.post(&url).bearer_auth(&token).send().await {
-                        Ok(mut r) => r.status().is_success() && r.body().await.is_ok(),
-                        Err(_) => false,
-                    };
+                    let req = http.post(&url).bearer_auth(&tokens[i % tokens.len()]);
+                    i += conns * threads;
+                    let ok = exchange(req, json_body, &counters).await;
                     record(&counters, &local, ok, sent.elapsed());
                 }
             }));
@@ -150,6 +172,29 @@ async fn worker(
         .unwrap_or_else(|e| e.into_inner())
         .add(&*local)
         .ok();
+}
+
+/// Sends one heartbeat and reads its answer; true when it succeeded.
+async fn exchange(req: awc::ClientRequest, json_body: bool, counters: &Counters) -> bool {
+    let sent = if json_body {
+        req.insert_header(("content-type", "application/json"))
+            .send_body(JSON_BODY)
+            .await
+    } else {
+        req.send().await
+    };
+    let Ok(mut r) = sent else {
+        return false;
+    };
+    let closes = r
+        .headers()
+        .get("connection")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+    if closes && !counters.stop.load(Ordering::Relaxed) {
+        counters.closes.fetch_add(1, Ordering::Relaxed);
+    }
+    r.status().is_success() && r.body().await.is_ok()
 }
 
 fn record(

@@ -1,5 +1,7 @@
 //! `idle`: N authenticated sockets held open for T seconds (answering the server's pings);
-//! how many stayed open, and the server's resident memory per socket.
+//! how many stayed open, and the server's resident memory per socket. With `--join` every
+//! socket also joins its user's conversation (as a chat screen left open does), so the
+//! server holds its room membership too.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
@@ -27,6 +29,8 @@ pub struct IdleSpec {
     pub hold: Duration,
     pub threads: usize,
     pub source_addrs: usize,
+    /// Each socket joins its user's conversation (with a trainer) after authenticating.
+    pub join: bool,
 }
 
 #[derive(Default)]
@@ -39,7 +43,18 @@ struct Shared {
 pub fn run(target: &mut Target, spec: &IdleSpec) -> Result<Report, String> {
     let limit = crate::server::raise_nofile();
     let t = target as &Target;
-    let tokens = client::member_tokens(t, spec.users)?;
+    // (token, conversation to join) per user.
+    let tokens: Vec<(String, Option<i64>)> = if spec.join {
+        client::members_with_conversations(t, spec.users)?
+            .into_iter()
+            .map(|(tok, c)| (tok, Some(c)))
+            .collect()
+    } else {
+        client::member_tokens(t, spec.users)?
+            .into_iter()
+            .map(|tok| (tok, None))
+            .collect()
+    };
     // Let the server settle (login bursts, allocator) before the baseline.
     std::thread::sleep(Duration::from_millis(500));
     let rss0 = target.rss();
@@ -66,7 +81,7 @@ pub fn run(target: &mut Target, spec: &IdleSpec) -> Result<Report, String> {
                     let futs = chunk.iter().map(|&i| {
                         let http = &clients[i % clients.len()];
                         let url = &urls[i % urls.len()];
-                        let token = &tokens[i % tokens.len()];
+                        let (token, conversation) = &tokens[i % tokens.len()];
                         async move {
                             let (mut sink, mut stream) =
                                 client::ws_connect(http, url, token).await?;
@@ -77,6 +92,20 @@ pub fn run(target: &mut Target, spec: &IdleSpec) -> Result<Report, String> {
                                 AUTH_TIMEOUT,
                             )
                             .await?;
+                            if let Some(c) = conversation {
+                                let join = json!({"type": "join_conversation", "ref": "j",
+                                    "payload": {"conversation_id": c}});
+                                sink.send(ws::Message::Text(join.to_string().into()))
+                                    .await
+                                    .map_err(|e| e.to_string())?;
+                                client::wait_for(
+                                    &mut sink,
+                                    &mut stream,
+                                    "conversation_joined",
+                                    AUTH_TIMEOUT,
+                                )
+                                .await?;
+                            }
                             Ok::<_, String>((sink, stream))
                         }
                     });
@@ -130,6 +159,7 @@ pub fn run(target: &mut Target, spec: &IdleSpec) -> Result<Report, String> {
     report.param("sockets", json!(spec.sockets));
     report.param("users", json!(spec.users));
     report.param("hold_s", json!(spec.hold.as_secs_f64()));
+    report.param("joined_conversation", json!(spec.join));
     report.param("nofile_limit", json!(limit));
     report.metric("sockets_requested", spec.sockets as f64, "");
     report.metric("connect_errors", errors.len() as f64, "");

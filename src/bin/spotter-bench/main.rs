@@ -44,12 +44,20 @@ struct Common {
     /// $SPOTTER_ADMIN_PASSWORD.
     #[arg(long = "admin-password")]
     admin_password: Option<String>,
-    /// Also run the reference server and print the ratio Spotter / reference.
+    /// Also run the reference servers (see --compare-with) and print the ratio Spotter /
+    /// each reference.
     #[arg(long)]
     compare: bool,
-    /// The reference server binary (default: spotter-reference next to this binary).
+    /// With --compare: which references run after Spotter: `both` (the same-stack
+    /// spotter-reference, then the lean spotter-lean), `same` or `lean`.
+    #[arg(long = "compare-with", default_value = "both", value_parser = ["both", "same", "lean"])]
+    compare_with: String,
+    /// The same-stack reference binary (default: spotter-reference next to this binary).
     #[arg(long)]
     reference: Option<PathBuf>,
+    /// The lean reference binary (default: spotter-lean next to this binary).
+    #[arg(long)]
+    lean: Option<PathBuf>,
     /// Write every report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -93,6 +101,14 @@ enum Command {
         /// After a closed-loop run, also run at this fraction of its peak (0 = no).
         #[arg(long = "then-fraction", default_value_t = 0.5)]
         then_fraction: f64,
+        /// Then one open-loop run at each of these rates per publisher (msg/s), e.g.
+        /// `2,10,20` (everyday chat rates); every target runs the same rates.
+        #[arg(long = "per-publisher-rates", value_delimiter = ',')]
+        per_publisher_rates: Vec<f64>,
+        /// Two-way chat: both participants of each room send (at least 2 publishers per
+        /// room, the trainer's and the member's sockets).
+        #[arg(long = "two-way")]
+        two_way: bool,
     },
     /// N authenticated sockets held for T seconds: how many held, server memory per socket.
     Idle {
@@ -105,6 +121,21 @@ enum Command {
         /// Seconds to hold.
         #[arg(long, default_value_t = 60)]
         hold: u64,
+        /// Each socket also joins its user's conversation (a chat screen left open).
+        #[arg(long)]
+        join: bool,
+    },
+    /// Resident memory at start, right after N users are created and logged in, and at
+    /// rest a few seconds later (no sockets).
+    Rest {
+        #[command(flatten)]
+        common: Common,
+        /// Users created and logged in (one password hash each for creation and login).
+        #[arg(long, default_value_t = 100)]
+        logins: usize,
+        /// Seconds to wait after the last login before measuring "at rest".
+        #[arg(long, default_value_t = 5)]
+        settle: u64,
     },
     /// POST /api/users/heartbeat at a fixed rate, then closed loop with C connections.
     Heartbeat {
@@ -116,10 +147,14 @@ enum Command {
         /// Connections of the closed-loop run (0 = skip it).
         #[arg(long, default_value_t = 64)]
         connections: usize,
-        #[arg(long, default_value_t = 16)]
+        /// Users whose tokens the requests rotate over.
+        #[arg(long, default_value_t = 200)]
         users: usize,
         #[arg(long, default_value_t = 10)]
         duration: u64,
+        /// The request body: `json` (`{}`, as frontends send it) or `none`.
+        #[arg(long, default_value = "json", value_parser = ["json", "none"])]
+        body: String,
     },
     /// Sustained sends into many conversations: stored messages/s (closed loop), then
     /// send→deliver latency at a fixed rate.
@@ -213,24 +248,41 @@ impl Targets {
         ))
     }
 
-    fn reference(&self) -> Result<Target, String> {
-        let bin = match &self.common.reference {
+    fn reference(&self, flavor: Flavor) -> Result<Target, String> {
+        let (given, name) = match flavor {
+            Flavor::Lean => (&self.common.lean, "spotter-lean"),
+            _ => (&self.common.reference, "spotter-reference"),
+        };
+        let bin = match given {
             Some(p) => p.clone(),
             None => std::env::current_exe()
                 .map_err(|e| e.to_string())?
-                .with_file_name("spotter-reference"),
+                .with_file_name(name),
         };
-        Target::spawn(Flavor::Reference, &bin, &self.spawn_opts()?)
+        Target::spawn(flavor, &bin, &self.spawn_opts()?)
     }
 
-    /// Runs `f` against Spotter, then (with --compare) against the reference.
+    /// The references that run after Spotter (none without --compare).
+    fn references(&self) -> Vec<Flavor> {
+        if !self.common.compare {
+            return Vec::new();
+        }
+        match self.common.compare_with.as_str() {
+            "same" => vec![Flavor::Reference],
+            "lean" => vec![Flavor::Lean],
+            _ => vec![Flavor::Reference, Flavor::Lean],
+        }
+    }
+
+    /// Runs `f` against Spotter, then (with --compare) against each reference in turn,
+    /// never two servers at once.
     fn each(
         &self,
         mut f: impl FnMut(&mut Target) -> Result<Vec<Report>, String>,
     ) -> Result<Vec<Vec<Report>>, String> {
         let mut out = vec![f(&mut self.spotter()?)?];
-        if self.common.compare {
-            out.push(f(&mut self.reference()?)?);
+        for flavor in self.references() {
+            out.push(f(&mut self.reference(flavor)?)?);
         }
         Ok(out)
     }
@@ -318,7 +370,14 @@ fn run(cli: Cli) -> Result<(), String> {
             duration,
             content_bytes,
             then_fraction,
+            per_publisher_rates,
+            two_way,
         } => {
+            let publishers = if two_way {
+                publishers.max(2)
+            } else {
+                publishers
+            };
             let targets = Targets {
                 common: common.clone(),
             };
@@ -345,6 +404,11 @@ fn run(cli: Cli) -> Result<(), String> {
                     s2.rate = r.round();
                     out.push(rooms::run(t, &s2, "fanout")?);
                 }
+                for r in &per_publisher_rates {
+                    let mut s3 = spec.clone();
+                    s3.rate = r * (s3.rooms * s3.publishers_per_room) as f64;
+                    out.push(rooms::run(t, &s3, "fanout")?);
+                }
                 Ok(out)
             })?;
             (common, print_all(&runs))
@@ -354,6 +418,7 @@ fn run(cli: Cli) -> Result<(), String> {
             sockets,
             users,
             hold,
+            join,
         } => {
             let targets = Targets {
                 common: common.clone(),
@@ -364,8 +429,20 @@ fn run(cli: Cli) -> Result<(), String> {
                 hold: secs(hold),
                 threads: common.threads,
                 source_addrs: common.source_addrs,
+                join,
             };
             let runs = targets.each(|t| Ok(vec![idle::run(t, &spec)?]))?;
+            (common, print_all(&runs))
+        }
+        Command::Rest {
+            common,
+            logins,
+            settle,
+        } => {
+            let targets = Targets {
+                common: common.clone(),
+            };
+            let runs = targets.each(|t| Ok(vec![rest(t, logins, secs(settle))?]))?;
             (common, print_all(&runs))
         }
         Command::Heartbeat {
@@ -374,12 +451,19 @@ fn run(cli: Cli) -> Result<(), String> {
             connections,
             users,
             duration,
+            body,
         } => {
             let targets = Targets {
                 common: common.clone(),
             };
-            let runs = targets
-                .each(|t| heartbeat_phases(t, &common, rate, connections, users, duration))?;
+            let shape = HeartbeatShape {
+                rate,
+                connections,
+                users,
+                duration,
+                json_body: body == "json",
+            };
+            let runs = targets.each(|t| heartbeat_phases(t, &common, &shape))?;
             (common, print_all(&runs))
         }
         Command::ChatStore {
@@ -440,28 +524,35 @@ fn run(cli: Cli) -> Result<(), String> {
     Ok(())
 }
 
-fn heartbeat_phases(
-    t: &mut Target,
-    common: &Common,
+/// What the heartbeat scenario sends.
+struct HeartbeatShape {
     rate: f64,
     connections: usize,
     users: usize,
     duration: u64,
+    json_body: bool,
+}
+
+fn heartbeat_phases(
+    t: &mut Target,
+    common: &Common,
+    shape: &HeartbeatShape,
 ) -> Result<Vec<Report>, String> {
     let mut out = Vec::new();
     let mut spec = heartbeat::HeartbeatSpec {
-        rate,
-        connections: connections.max(1),
-        users,
-        duration: secs(duration),
+        rate: shape.rate,
+        connections: shape.connections.max(1),
+        duration: secs(shape.duration),
         threads: common.threads,
+        json_body: shape.json_body,
     };
-    if rate > 0.0 {
-        out.push(heartbeat::run(t, &spec)?);
+    let tokens = client::member_tokens(t, shape.users)?;
+    if shape.rate > 0.0 {
+        out.push(heartbeat::run(t, &spec, &tokens)?);
     }
-    if connections > 0 {
+    if shape.connections > 0 {
         spec.rate = 0.0;
-        out.push(heartbeat::run(t, &spec)?);
+        out.push(heartbeat::run(t, &spec, &tokens)?);
     }
     Ok(out)
 }
@@ -487,6 +578,29 @@ fn chat_store_phases(
     Ok(out)
 }
 
+/// Memory at rest: RSS at start, after `logins` users are created and logged in, and
+/// `settle` later.
+fn rest(t: &mut Target, logins: usize, settle: Duration) -> Result<Report, String> {
+    // Let a freshly started server finish starting.
+    std::thread::sleep(Duration::from_secs(1));
+    let rss0 = t.rss();
+    let start = std::time::Instant::now();
+    let tokens = client::member_tokens(t, logins)?;
+    let login_secs = start.elapsed().as_secs_f64();
+    let rss1 = t.rss();
+    std::thread::sleep(settle);
+    let rss2 = t.rss();
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let mut report = Report::new("rest", &t.label());
+    report.param("mode", json!(format!("{logins} logins, then {settle:?}")));
+    report.metric("logins", tokens.len() as f64, "");
+    report.metric("login_time_s", login_secs, "s");
+    report.metric("server_rss_start_mb", mib(rss0), "MiB");
+    report.metric("server_rss_after_logins_mb", mib(rss1), "MiB");
+    report.metric("server_rss_at_rest_mb", mib(rss2), "MiB");
+    Ok(report)
+}
+
 /// Every scenario, tiny and short. Lost chat messages fail: they mean a bug, not load.
 fn smoke(common: &Common, skip_chat: bool) -> Result<Vec<Report>, String> {
     let targets = Targets {
@@ -495,7 +609,17 @@ fn smoke(common: &Common, skip_chat: bool) -> Result<Vec<Report>, String> {
     let mut all = Vec::new();
     let mut failures = Vec::new();
     let mut target = targets.spotter()?;
-    let hb = heartbeat_phases(&mut target, common, 100.0, 4, 2, 2)?;
+    let mut hb = Vec::new();
+    for json_body in [true, false] {
+        let shape = HeartbeatShape {
+            rate: 100.0,
+            connections: 4,
+            users: 2,
+            duration: 2,
+            json_body,
+        };
+        hb.extend(heartbeat_phases(&mut target, common, &shape)?);
+    }
     let idle = idle::run(
         &mut target,
         &idle::IdleSpec {
@@ -504,6 +628,7 @@ fn smoke(common: &Common, skip_chat: bool) -> Result<Vec<Report>, String> {
             hold: secs(2),
             threads: common.threads,
             source_addrs: common.source_addrs,
+            join: true,
         },
     )?;
     if idle.get("held") != idle.get("sockets_requested") {

@@ -109,7 +109,7 @@ fn fmt(v: f64) -> String {
     }
 }
 
-/// Prints one report, or two side by side with `first / second`.
+/// Prints one report, or several side by side with the ratio `first / other` for each other.
 pub fn print(title: &str, reports: &[&Report]) {
     println!();
     println!("== {title}");
@@ -126,8 +126,9 @@ pub fn print(title: &str, reports: &[&Report]) {
             r.target.split(' ').next().unwrap_or("")
         ));
     }
-    if reports.len() == 2 {
-        header.push_str(&format!(" {:>10}", "ratio"));
+    for r in reports.iter().skip(1) {
+        let name = r.target.split(' ').next().unwrap_or("");
+        header.push_str(&format!(" {:>10}", format!("÷{name}")));
     }
     println!("{header}");
     for m in &first.metrics {
@@ -138,12 +139,12 @@ pub fn print(title: &str, reports: &[&Report]) {
                 r.get(&m.name).map(fmt).unwrap_or_else(|| "-".into())
             ));
         }
-        if let [a, b] = reports {
-            if let (Some(x), Some(y)) = (a.get(&m.name), b.get(&m.name)) {
-                if y != 0.0 {
-                    line.push_str(&format!(" {:>10}", format!("{:.2}", x / y)));
-                }
-            }
+        for b in reports.iter().skip(1) {
+            let ratio = match (first.get(&m.name), b.get(&m.name)) {
+                (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
+                _ => "-".to_string(),
+            };
+            line.push_str(&format!(" {ratio:>10}"));
         }
         println!("{line}");
     }

@@ -8,6 +8,9 @@
 //! socket joining the conversation. Spotter delivers `new_message` to every joined socket
 //! but the sender's own, which gets `message_ack`; so every acked message is expected once
 //! on each of the other S-1 sockets.
+//!
+//! With one publisher per room only the trainer sends (one-way); with two or more, sockets
+//! of both users send (two-way chat, `fanout --two-way`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -264,6 +267,20 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
     report.param("rooms", json!(spec.rooms));
     report.param("sockets_per_room", json!(spec.sockets_per_room));
     report.param("publishers_per_room", json!(spec.publishers_per_room));
+    report.param(
+        "direction",
+        json!(if spec.publishers_per_room >= 2 {
+            "two-way"
+        } else {
+            "one-way"
+        }),
+    );
+    if spec.rate > 0.0 {
+        report.param(
+            "msg_per_s_per_publisher",
+            json!(spec.rate / (spec.rooms * spec.publishers_per_room).max(1) as f64),
+        );
+    }
     report.param(
         "mode",
         json!(if spec.rate > 0.0 {

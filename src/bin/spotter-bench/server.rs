@@ -19,7 +19,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flavor {
     Spotter,
+    /// The same-stack yardstick (actix-web + actix-web-actors), `spotter-reference`.
     Reference,
+    /// The lean yardstick (hyper + tokio-tungstenite), `spotter-lean`.
+    Lean,
 }
 
 impl Flavor {
@@ -27,6 +30,7 @@ impl Flavor {
         match self {
             Flavor::Spotter => "spotter",
             Flavor::Reference => "reference",
+            Flavor::Lean => "lean",
         }
     }
 }
@@ -99,6 +103,10 @@ impl Target {
             .env("SPOTTER_WS_RATE_PER_SEC", "100000")
             .env("SPOTTER_WS_BURST", "100000")
             .env("SPOTTER_ACCESS_TTL_SECS", "7200")
+            // Every login of a run comes from loopback: no per-address login throttle.
+            .env("SPOTTER_LOGIN_MAX_FAILURES", "1000000")
+            // A fanout room is 2 users with up to hundreds of sockets: no per-user cap.
+            .env("SPOTTER_WS_MAX_PER_USER", "0")
             .env("RUST_LOG", &opts.rust_log)
             .stdin(Stdio::null())
             .stdout(log)
