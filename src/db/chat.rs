@@ -39,7 +39,7 @@ impl ConversationRow {
 }
 
 /// A row of `messages`.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = messages)]
 pub struct MessageRow {
     pub id: MessageId,
@@ -330,13 +330,29 @@ fn insert_grouped_pg(
     tails: Vec<(ConversationId, i64)>,
 ) -> AppResult<Vec<AppResult<(MessageRow, bool)>>> {
     type Key<'a> = (ConversationId, UserId, &'a str);
-    let ids: Vec<ConversationId> = tails.iter().map(|(id, _)| *id).collect();
-    let cmids: Vec<&str> = batch.iter().map(|m| m.client_msg_id.as_str()).collect();
-    let stored: Vec<MessageRow> = messages::table
-        .filter(messages::conversation_id.eq_any(&ids))
-        .filter(messages::client_msg_id.eq_any(&cmids))
-        .select(MessageRow::as_select())
-        .load(c)?;
+    use diesel::sql_types::{Array, BigInt, Text, Timestamp};
+    // The batch's (conversation, sender, client_msg_id) keys joined against their unique
+    // index: one lookup per key, however long the conversations' histories are.
+    let stored: Vec<MessageRow> = diesel::sql_query(
+        "SELECT m.id, m.conversation_id, m.seq, m.sender_id, m.content, m.attachment_id, \
+         m.client_msg_id, m.created_at FROM messages m \
+         JOIN unnest($1, $2, $3) AS k(cid, sid, cmid) \
+         ON m.conversation_id = k.cid AND m.sender_id = k.sid AND m.client_msg_id = k.cmid",
+    )
+    .bind::<Array<BigInt>, _>(
+        batch
+            .iter()
+            .map(|m| m.conversation_id.0)
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<BigInt>, _>(batch.iter().map(|m| m.sender_id.0).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(
+        batch
+            .iter()
+            .map(|m| m.client_msg_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .load(c)?;
     let mut repeats: HashMap<Key<'_>, MessageRow> = HashMap::new();
     for row in &stored {
         repeats.insert(
@@ -407,7 +423,6 @@ fn insert_grouped_pg(
     };
     // One UPDATE for every conversation's tail and one for every read marker: a statement
     // per conversation would be a round trip each.
-    use diesel::sql_types::{Array, BigInt, Timestamp};
     let (mut ids, mut seqs, mut ats) = (Vec::new(), Vec::new(), Vec::new());
     for (id, (seq, at)) in tails {
         if let Some(at) = at {
