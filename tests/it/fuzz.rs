@@ -482,6 +482,15 @@ fn random_bodies_and_queries_get_contract_errors() {
             );
         }
     }
+    // The random PATCHes may have given the victim a valid new password, status or role:
+    // put them back so that they can log in below.
+    let (status, answer) = app.call(
+        "PATCH",
+        &format!("/api/users/{}", victim.id),
+        Some(&admin.token),
+        Some(json!({"account_status": "active", "role": "member", "password": PASSWORD})),
+    );
+    assert_eq!(status, 200, "{answer}");
     // Logout with random bodies, as a user who logs in again after each success.
     let mut user = app.login(&victim.username, PASSWORD);
     for _ in 0..60 {
