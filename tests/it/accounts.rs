@@ -284,7 +284,7 @@ fn last_active_admin_cannot_be_taken_away(app: &TestApp) {
             .collect();
         assert!(!survivors.is_empty(), "round {round}: no active admin left");
         // Root becomes the one admin again for the next round.
-        let (survivor, survivor_id) = &survivors[0];
+        let (survivor, _) = &survivors[0];
         let (status, body) = patch(
             app,
             &survivor.token,
@@ -299,7 +299,6 @@ fn last_active_admin_cannot_be_taken_away(app: &TestApp) {
                 assert_eq!(status, 200, "{body}");
             }
         }
-        let _ = survivor_id;
     }
     assert!(refused > 0, "the last-admin rule was never reached");
 }
