@@ -469,7 +469,9 @@ impl Handler<Connect> for Hub {
             msg.addr.do_send(ToSession::Close {
                 code,
                 reason: reason.to_string(),
-            })
+            });
+            // As for any close from the hub: a client that does not read is cut off.
+            msg.outflow.cut_off();
         };
         match self.directory.access(msg.user) {
             Some(a) if !a.status.is_active() => {

@@ -228,7 +228,19 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut req = ureq::request(method, &self.url(path)).timeout(WAIT);
+        self.call_within(method, path, token, body, WAIT)
+    }
+
+    /// [`TestApp::call`] with its own timeout (for calls that may wait on a stalled store).
+    pub fn call_within(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        timeout: Duration,
+    ) -> (u16, Value) {
+        let mut req = ureq::request(method, &self.url(path)).timeout(timeout);
         if let Some(t) = token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
