@@ -20,7 +20,7 @@ use crate::error::{AppError, AppResult};
 use crate::jobs::sweeper::Sweeper;
 use crate::metrics::Metrics;
 use crate::realtime::hub::{CloseAll, Hub};
-use crate::realtime::presence::{FlushNow, HubPresence, PresenceServer, Restore, SeenBoard};
+use crate::realtime::presence::{HubPresence, PresenceHandle, PresenceServer, Restore, SeenBoard};
 use crate::state::AppState;
 
 /// Opens the database and runs pending migrations.
@@ -93,12 +93,6 @@ pub async fn start(config: Config) -> AppResult<Started> {
     })
     .await??;
 
-    if let Some(url) = &config.redis_url {
-        return Err(AppError::Unavailable(format!(
-            "SPOTTER_REDIS_URL is set ({url}) but this build serves a single instance only: unset it"
-        )));
-    }
-
     let metrics = Arc::new(Metrics::new());
     let directory = Arc::new(Directory::load(&rows));
     let revocations = RevocationList::default();
@@ -119,9 +113,36 @@ pub async fn start(config: Config) -> AppResult<Started> {
         config.ws_max_buffer_bytes,
     )
     .start();
-    let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::new(hub.clone()));
+    // One instance: the in-process broker. Several (SPOTTER_REDIS_URL): the Redis broker,
+    // whose other instances' events arrive on `remote` (`crate::cluster`).
+    let instance = crate::domain::events::InstanceId::random();
+    let (broker, cluster, remote): (Arc<dyn Broker>, _, _) = match &config.redis_url {
+        Some(url) => {
+            let conn = crate::broker::redis::RedisConn::new(url).map_err(AppError::Unavailable)?;
+            let prefix = format!("{}:", config.redis_prefix);
+            let (broker, remote) = crate::broker::redis::RedisBroker::start(
+                conn.clone(),
+                &prefix,
+                instance,
+                hub.clone().recipient(),
+            );
+            log::info!("instance {instance}: several instances share Redis (prefix {prefix:?})");
+            (
+                Arc::new(broker),
+                crate::cluster::Cluster::redis(instance, conn, &prefix),
+                Some(remote),
+            )
+        }
+        None => (
+            Arc::new(MemoryBroker::new(instance, hub.clone().recipient())),
+            crate::cluster::Cluster::single(instance),
+            None,
+        ),
+    };
+    let cluster = Arc::new(cluster);
     let seen = Arc::new(SeenBoard::default());
     let presence_actor = PresenceServer::new(
+        cluster.clustered(),
         db.clone(),
         broker.clone(),
         directory.clone(),
@@ -151,15 +172,16 @@ pub async fn start(config: Config) -> AppResult<Started> {
         revoked: Arc::new(revocations),
         directory,
         metrics,
-        hub,
-        presence,
-        seen,
+        hub: hub.clone(),
+        presence: Arc::new(PresenceHandle::new(presence.clone(), seen, hub.clone())),
         broker,
+        cluster,
         chat: Arc::new(crate::domain::chat::ChatState::new(&db_for_chat)?),
         stats: Default::default(),
     };
     crate::domain::checkins::init(&state).await?;
     crate::domain::chat::start_publisher(&state);
+    crate::cluster::start(&state, hub, presence, remote);
     state.db.start_checkpointer();
     let sweeper = Sweeper::new(state.clone()).start();
     Ok(Started { state, sweeper })
@@ -232,10 +254,9 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         }
     });
     server.await?;
-    match state.presence.send(FlushNow).await {
-        Ok(Ok(())) => log::info!("presence flushed"),
-        Ok(Err(e)) => log::error!("final presence flush failed: {e}"),
-        Err(e) => log::error!("presence actor gone before the final flush: {e}"),
+    match state.presence.flush_now().await {
+        Ok(()) => log::info!("presence flushed"),
+        Err(e) => log::error!("final presence flush failed: {e}"),
     }
     drop(started);
     log::info!("bye");

@@ -9,6 +9,7 @@
 pub mod app;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod demo;

@@ -13,9 +13,9 @@ use crate::db::Db;
 use crate::domain::chat::ChatState;
 use crate::domain::checkins::StatsTracker;
 use crate::domain::directory::Directory;
+use crate::domain::presence::Presence;
 use crate::metrics::Metrics;
 use crate::realtime::hub::Hub;
-use crate::realtime::presence::{PresenceServer, SeenBoard};
 
 /// Everything a request, a socket or a job needs. Cheap to clone.
 #[derive(Clone)]
@@ -28,10 +28,10 @@ pub struct AppState {
     pub directory: Arc<Directory>,
     pub metrics: Arc<Metrics>,
     pub hub: Addr<Hub>,
-    pub presence: Addr<PresenceServer>,
-    /// Heartbeats of online users, for the presence actor to take in.
-    pub seen: Arc<SeenBoard>,
+    pub presence: Arc<dyn Presence>,
     pub broker: Arc<dyn Broker>,
+    /// This instance among several: the sweeper duty, what is shared.
+    pub cluster: Arc<crate::cluster::Cluster>,
     pub chat: Arc<ChatState>,
     pub stats: Arc<StatsTracker>,
     /// Unauthenticated sockets per client address.

@@ -20,10 +20,18 @@ pub fn from_db(t: NaiveDateTime) -> DateTime<Utc> {
 /// Serde for `DateTime<Utc>` as RFC 3339 with a `Z` and microseconds.
 pub mod rfc3339 {
     use chrono::{DateTime, SecondsFormat, Utc};
-    use serde::Serializer;
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    }
+
+    /// Reads what [`serialize`] wrote (events from other instances).
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<DateTime<Utc>, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
     }
 
     pub mod option {
@@ -36,6 +44,17 @@ pub mod rfc3339 {
             match t {
                 Some(t) => super::serialize(t, s),
                 None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                Some(s) => DateTime::parse_from_rfc3339(&s)
+                    .map(|t| Some(t.with_timezone(&Utc)))
+                    .map_err(serde::de::Error::custom),
+                None => Ok(None),
             }
         }
     }

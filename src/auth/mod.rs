@@ -7,9 +7,9 @@ pub mod revocation;
 pub mod throttle;
 pub mod tokens;
 
-use std::future::{ready, Ready};
-
 use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use futures_util::future::LocalBoxFuture;
+use futures_util::FutureExt;
 
 use crate::db::UserId;
 use crate::domain::users::Role;
@@ -97,17 +97,36 @@ fn bearer(req: &HttpRequest) -> Option<&str> {
         .then_some(token.trim())
 }
 
+/// The user of a validly signed token that this instance's directory does not know (a
+/// user created through another instance): the caller loads it before checking.
+pub fn unknown_user(state: &AppState, token: &str) -> Option<UserId> {
+    let id = state.jwt.verify(token).ok()?.user_id()?;
+    state.directory.access(id).is_none().then_some(id)
+}
+
 impl FromRequest for AuthUser {
     type Error = AppError;
-    type Future = Ready<Result<AuthUser, AppError>>;
+    type Future = LocalBoxFuture<'static, Result<AuthUser, AppError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(AppError::internal("AppState missing")));
+            return futures_util::future::ready(Err(AppError::internal("AppState missing")))
+                .boxed_local();
         };
-        ready(match bearer(req) {
-            Some(token) => AuthUser::from_token(state, token),
-            None => Err(AppError::unauthorized()),
-        })
+        let Some(token) = bearer(req) else {
+            return futures_util::future::ready(Err(AppError::unauthorized())).boxed_local();
+        };
+        match unknown_user(state, token) {
+            None => futures_util::future::ready(AuthUser::from_token(state, token)).boxed_local(),
+            Some(id) => {
+                let state = state.clone();
+                let token = token.to_string();
+                async move {
+                    crate::domain::directory::reload(&state, id).await;
+                    AuthUser::from_token(&state, &token)
+                }
+                .boxed_local()
+            }
+        }
     }
 }

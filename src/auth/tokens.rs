@@ -10,13 +10,11 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::auth::AuthUser;
-use crate::broker::BrokerEvent;
 use crate::db::users::{self as q, NewRefresh, UserRow};
 use crate::db::UserId;
+use crate::domain::events::{Event, Reason};
 use crate::domain::users::{AccountStatus, UserView};
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::{CloseTokens, HasLiveSocket};
-use crate::realtime::presence::{GoOffline, Reason, Touch};
 use crate::state::AppState;
 
 /// Answer of login and refresh.
@@ -130,7 +128,7 @@ pub async fn login(
     match result {
         Ok((row, access, refresh)) => {
             state.directory.upsert(&row);
-            let _ = state.presence.send(Touch::now(row.id, Reason::Login)).await;
+            state.presence.login(row.id).await;
             log::info!("login: user {} ({})", row.id, row.username);
             Ok(pair(state, &row, access, refresh, true))
         }
@@ -208,14 +206,9 @@ pub async fn revoke_access(state: &AppState, user: UserId, jtis: Vec<String>) ->
         .write(move |conn| q::insert_revoked(conn, &entries))
         .await?;
     state.revoked.revoke(jtis.iter().map(|j| (j.clone(), exp)));
-    state
-        .broker
-        .publish(BrokerEvent::CloseTokens(CloseTokens {
-            jtis,
-            code: 4001,
-            reason: "token revoked".into(),
-        }))
-        .await;
+    // Every instance refuses them from now on and closes their sockets (4001).
+    let jtis = jtis.into_iter().map(|j| (j, exp)).collect();
+    state.broker.publish(Event::TokensRevoked { jtis }).await;
     Ok(())
 }
 
@@ -244,19 +237,13 @@ pub async fn logout(
     jtis.sort();
     jtis.dedup();
     let keep_online = state
-        .hub
-        .send(HasLiveSocket {
-            user: user.id,
-            except_jti: Some(user.jti.clone()),
-        })
-        .await
-        .unwrap_or(false);
+        .presence
+        .other_live_socket(user.id, user.jti.clone())
+        .await;
     revoke_access(state, user.id, jtis).await?;
-    state.presence.do_send(GoOffline {
-        user: user.id,
-        reason: Reason::Logout,
-        keep_online,
-    });
+    state
+        .presence
+        .go_offline(user.id, Reason::Logout, keep_online);
     log::info!("logout: user {}", user.id);
     Ok(())
 }

@@ -176,3 +176,33 @@ pub fn list_open(conn: &mut Conn) -> AppResult<Vec<CheckinRow>> {
         .order((checkins::checked_in_at, checkins::id))
         .load(c))?)
 }
+
+#[derive(QueryableByName)]
+struct VersionRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    version: i64,
+}
+
+/// Takes the next statistics version (at least `floor`) and loads the day's rows, in one
+/// transaction: the version's row lock orders recomputations, so a higher version has seen
+/// every check-in a lower one saw (several instances, one sequence of versions).
+pub fn versioned_day_rows(
+    conn: &mut Conn,
+    floor: i64,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> AppResult<(i64, DayRows)> {
+    let version = crate::transaction!(conn, c => {
+        let row: VersionRow = diesel::sql_query(
+            "UPDATE stats_version SET version = CASE WHEN version + 1 > $1 THEN version + 1 \
+             ELSE $1 END WHERE id = 1 RETURNING version",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(floor)
+        .get_result(c)?;
+        Ok(row.version)
+    })?;
+    // Read after the version's transaction committed: everything committed before it is
+    // seen, and a later version reads later still.
+    let rows = day_rows(conn, from, to)?;
+    Ok((version, rows))
+}

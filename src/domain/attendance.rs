@@ -5,23 +5,21 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::AuthUser;
-use crate::broker::BrokerEvent;
 use crate::db::attendance::{AttendanceRow, NewAttendance};
 use crate::db::{AttendanceId, UserId};
 use crate::domain::checkins::{clean_key, clean_text, run_to_completion};
 use crate::domain::directory::Directory;
+use crate::domain::events::{Event, Notice, RoomEvent};
+use crate::domain::rooms::RoomKey;
 use crate::domain::users::Role;
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::{Deliver, FrameKind};
-use crate::realtime::protocol::ServerFrame;
-use crate::realtime::rooms::RoomKey;
 use crate::state::AppState;
 
 /// Longest `device` name of a record, in characters.
 pub const DEVICE_MAX: usize = 100;
 
 /// The contract's attendance record.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AttendanceRecord {
     pub id: AttendanceId,
     pub employee_id: UserId,
@@ -115,10 +113,10 @@ fn parse_timestamp(value: Option<&str>) -> AppResult<DateTime<Utc>> {
     Ok(DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t))
 }
 
-/// Sends a frame to a room, serialized once.
-async fn publish(state: &AppState, room: RoomKey, frame: &ServerFrame) {
-    let deliver = Deliver::to_room(room, frame, FrameKind::Event);
-    state.broker.publish(BrokerEvent::Deliver(deliver)).await;
+/// Sends a notice to a room.
+async fn publish(state: &AppState, room: RoomKey, notice: Notice) {
+    let event = RoomEvent::one(room, notice);
+    state.broker.publish(Event::Room(event)).await;
 }
 
 /// What a record's write did.
@@ -228,7 +226,7 @@ async fn store_record(
     publish(
         state,
         RoomKey::Attendance(employee),
-        &ServerFrame::AttendanceUpdate {
+        Notice::AttendanceUpdate {
             record: record.clone(),
         },
     )
@@ -236,7 +234,7 @@ async fn store_record(
     publish(
         state,
         RoomKey::AttendanceGeneral,
-        &ServerFrame::GeneralAttendanceUpdate {
+        Notice::GeneralAttendanceUpdate {
             record: record.clone(),
         },
     )

@@ -20,16 +20,13 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::auth::AuthUser;
-use crate::broker::BrokerEvent;
 use crate::db::chat::{ConversationRow, Cursor, MessageRow, NewMessage, Summary};
 use crate::db::files::FileRow;
 use crate::db::{Conn, ConversationId, FileId, MessageId, UserId};
+use crate::domain::events::{Event, Item, Notice, RoomEvent, SocketId};
+use crate::domain::rooms::RoomKey;
 use crate::domain::users::{Role, UserView};
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::{Deliver, FrameKind, Join, Outbound, SessionId};
-use crate::realtime::presence::Snapshot;
-use crate::realtime::protocol::ServerFrame;
-use crate::realtime::rooms::RoomKey;
 use crate::state::AppState;
 
 /// Longest message, in characters.
@@ -65,7 +62,7 @@ struct TypingEntry {
 /// What the chat writer carries with each message to its broadcast.
 pub struct Origin {
     /// The sending socket, which gets an ack instead of `new_message`.
-    session: Option<SessionId>,
+    session: Option<SocketId>,
     /// The attachment, checked before queuing (files never change).
     attachment: Option<FileRow>,
 }
@@ -133,7 +130,7 @@ impl ChatState {
 }
 
 /// An image attached to a message.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Attachment {
     pub id: FileId,
     pub url: String,
@@ -142,7 +139,7 @@ pub struct Attachment {
 }
 
 /// The contract's message object.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Message {
     pub id: MessageId,
     pub conversation_id: ConversationId,
@@ -260,39 +257,20 @@ async fn authorize(
     }
 }
 
-/// Serializes a frame once and hands it to the broker for the room.
+/// Hands one notice for the room to the broker.
 async fn publish(
     state: &AppState,
     room: RoomKey,
-    frame: ServerFrame,
-    kind: FrameKind,
-    except_session: Option<SessionId>,
+    notice: Notice,
+    skip: Option<SocketId>,
     except_user: Option<UserId>,
 ) {
-    let frame = Outbound {
-        skip: except_session,
-        ..Outbound::new(&frame, kind)
-    };
-    let deliver = Deliver {
+    let event = RoomEvent {
+        room,
+        items: vec![Item { notice, skip }],
         except_user,
-        ..Deliver::batch(room, vec![frame])
     };
-    state.broker.publish(BrokerEvent::Deliver(deliver)).await;
-}
-
-/// The `new_message` frame of a stored message, for everyone but its sending socket.
-fn new_message_frame(message: &Message, origin: Option<SessionId>) -> Outbound {
-    let kind = FrameKind::Chat {
-        conversation: message.conversation_id,
-        seq: message.seq,
-    };
-    let frame = ServerFrame::NewMessage {
-        message: message.clone(),
-    };
-    Outbound {
-        skip: origin,
-        ..Outbound::new(&frame, kind)
-    }
+    state.broker.publish(Event::Room(event)).await;
 }
 
 /// What follows a new message once it is broadcast: metrics, and the end of the sender's
@@ -330,25 +308,36 @@ pub fn start_publisher(state: &AppState) {
 }
 
 async fn publish_committed(state: &AppState, batch: Committed) {
-    let mut rooms: Vec<(ConversationId, Vec<Outbound>)> = Vec::new();
+    let mut rooms: Vec<(ConversationId, Vec<Item>)> = Vec::new();
     let mut messages = Vec::with_capacity(batch.len());
     for (origin, row) in batch {
         let files: HashMap<FileId, FileRow> =
             origin.attachment.map(|f| (f.id, f)).into_iter().collect();
         let message = to_message(row, &files);
-        let frame = new_message_frame(&message, origin.session);
+        // The sending socket gets it too, unsent: it moves that socket's place in the
+        // conversation (`realtime::ordering`).
+        let item = Item {
+            notice: Notice::NewMessage {
+                message: message.clone(),
+            },
+            skip: origin.session,
+        };
         match rooms
             .iter_mut()
             .find(|(c, _)| *c == message.conversation_id)
         {
-            Some((_, frames)) => frames.push(frame),
-            None => rooms.push((message.conversation_id, vec![frame])),
+            Some((_, items)) => items.push(item),
+            None => rooms.push((message.conversation_id, vec![item])),
         }
         messages.push(message);
     }
-    for (conversation, frames) in rooms {
-        let deliver = Deliver::batch(RoomKey::Conversation(conversation), frames);
-        state.broker.publish(BrokerEvent::Deliver(deliver)).await;
+    for (conversation, items) in rooms {
+        let event = RoomEvent {
+            room: RoomKey::Conversation(conversation),
+            items,
+            except_user: None,
+        };
+        state.broker.publish(Event::Room(event)).await;
     }
     for message in &messages {
         after_broadcast(state, message).await;
@@ -361,9 +350,9 @@ async fn publish_committed(state: &AppState, batch: Committed) {
 pub async fn join(
     state: &AppState,
     user: &AuthUser,
-    id: SessionId,
     conversation: ConversationId,
     since_seq: Option<i64>,
+    enter_room: impl std::future::Future<Output = AppResult<()>>,
 ) -> AppResult<JoinResult> {
     authorize(state, user.id, conversation).await?;
     if since_seq.is_some_and(|s| s < 0) {
@@ -371,14 +360,7 @@ pub async fn join(
             "since_seq must not be negative".into(),
         ));
     }
-    state
-        .hub
-        .send(Join {
-            id,
-            room: RoomKey::Conversation(conversation),
-        })
-        .await
-        .map_err(|e| AppError::internal(format!("hub: {e}")))?;
+    enter_room.await?;
     state
         .db
         .read(move |c| {
@@ -476,7 +458,7 @@ impl PendingMessage {
 pub async fn send_message(
     state: &AppState,
     user: &AuthUser,
-    origin: Option<SessionId>,
+    origin: Option<SocketId>,
     req: SendMessage,
 ) -> AppResult<Message> {
     submit_message(state, user, origin, req)
@@ -491,7 +473,7 @@ pub async fn send_message(
 pub async fn submit_message(
     state: &AppState,
     user: &AuthUser,
-    origin: Option<SessionId>,
+    origin: Option<SocketId>,
     req: SendMessage,
 ) -> AppResult<PendingMessage> {
     validate(&req)?;
@@ -591,7 +573,7 @@ async fn publish_typing(
     conversation: ConversationId,
     is_typing: bool,
 ) {
-    let frame = ServerFrame::Typing {
+    let notice = Notice::Typing {
         conversation_id: conversation,
         user_id: user,
         is_typing,
@@ -599,8 +581,7 @@ async fn publish_typing(
     publish(
         state,
         RoomKey::Conversation(conversation),
-        frame,
-        FrameKind::Event,
+        notice,
         None,
         Some(user),
     )
@@ -646,7 +627,7 @@ async fn expire_typing(state: AppState, key: (UserId, ConversationId)) {
 pub async fn mark_read(
     state: &AppState,
     user: &AuthUser,
-    origin: Option<SessionId>,
+    origin: Option<SocketId>,
     conversation: ConversationId,
     seq: i64,
 ) -> AppResult<()> {
@@ -660,7 +641,7 @@ pub async fn mark_read(
         .write(move |c| crate::db::chat::mark_read(c, conversation, reader, seq))
         .await?;
     if let Some(seq) = moved {
-        let frame = ServerFrame::ReadReceipt {
+        let notice = Notice::ReadReceipt {
             conversation_id: conversation,
             user_id: reader,
             seq,
@@ -668,8 +649,7 @@ pub async fn mark_read(
         publish(
             state,
             RoomKey::Conversation(conversation),
-            frame,
-            FrameKind::Event,
+            notice,
             origin,
             None,
         )
@@ -710,13 +690,7 @@ async fn user_views(
     state: &AppState,
     rows: &[crate::db::users::UserRow],
 ) -> HashMap<UserId, UserView> {
-    let live = match state.presence.send(Snapshot).await {
-        Ok(live) => live,
-        Err(e) => {
-            log::warn!("presence did not answer, showing stored presence: {e}");
-            HashMap::new()
-        }
-    };
+    let live = state.presence.snapshot().await;
     rows.iter()
         .map(|r| {
             let p = live
@@ -857,20 +831,12 @@ async fn get_or_create(
     state.chat.remember(&row);
     if created {
         log::info!("conversation {} opened between {a} and {b}", row.id);
-        let frame = ServerFrame::ConversationCreated {
+        let notice = Notice::ConversationCreated {
             conversation_id: row.id,
             created_by: a,
         };
         for user in [a, b] {
-            publish(
-                state,
-                RoomKey::User(user),
-                frame.clone(),
-                FrameKind::Event,
-                None,
-                None,
-            )
-            .await;
+            publish(state, RoomKey::User(user), notice.clone(), None, None).await;
         }
     }
     Ok((row, created))

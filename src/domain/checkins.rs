@@ -26,15 +26,13 @@ use serde::Serialize;
 use tokio::sync::{Mutex as AsyncMutex, RwLock};
 
 use crate::auth::AuthUser;
-use crate::broker::BrokerEvent;
 use crate::db::checkins::{CheckinRow, DayRows, Inserted, NewCheckin};
 use crate::db::{CheckinId, UserId};
 use crate::domain::directory::{DirEntry, Directory};
+use crate::domain::events::{Event, Notice, RoomEvent};
+use crate::domain::rooms::RoomKey;
 use crate::domain::users::Role;
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::{Deliver, FrameKind};
-use crate::realtime::protocol::ServerFrame;
-use crate::realtime::rooms::RoomKey;
 use crate::state::AppState;
 
 /// The `by_location` key of the check-ins made without a location.
@@ -48,7 +46,7 @@ pub const IDEMPOTENCY_KEY_MAX: usize = 128;
 const MICROS_PER_MINUTE: f64 = 60_000_000.0;
 
 /// The contract's check-in object.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Checkin {
     pub id: CheckinId,
     pub member_id: UserId,
@@ -76,7 +74,7 @@ impl Checkin {
 }
 
 /// The contract's stats object (days and hours in UTC).
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Stats {
     pub currently_checked_in: i64,
     pub today_check_ins: i64,
@@ -235,6 +233,8 @@ struct Live {
     /// Changed without a `stats_update` yet (a new day seen by a snapshot, auto-closes):
     /// the sweeper publishes them.
     unpublished: bool,
+    /// The newest statistics another instance published, when newer than ours.
+    remote: Option<Stats>,
 }
 
 impl Live {
@@ -264,6 +264,7 @@ impl Default for StatsTracker {
                 version: 0,
                 computed_at: now,
                 unpublished: false,
+                remote: None,
             }),
             gate: RwLock::new(()),
             publishing: AsyncMutex::new(()),
@@ -287,14 +288,33 @@ impl StatsTracker {
             live.bump(now);
             live.unpublished = true;
         }
-        live.stats()
+        match &live.remote {
+            Some(remote) if remote.version > live.version => remote.clone(),
+            _ => live.stats(),
+        }
+    }
+
+    /// Another instance's newer statistics: what this instance shows until it computes
+    /// newer ones itself.
+    pub fn adopt(&self, stats: &Stats) {
+        let mut live = self.live();
+        if stats.version > live.version
+            && live
+                .remote
+                .as_ref()
+                .is_none_or(|r| r.version < stats.version)
+        {
+            live.remote = Some(stats.clone());
+        }
     }
 
     /// Applies a change and publishes `events`, then the new `stats_update`, in order.
+    /// With several instances the numbers are read from the database with the next shared
+    /// version instead (`shared_stats`): the other instances' changes are in them.
     async fn record(
         &self,
         state: &AppState,
-        events: Vec<ServerFrame>,
+        events: Vec<Notice>,
         change: impl FnOnce(&mut Counters),
     ) {
         let _order = self.publishing.lock().await;
@@ -305,17 +325,54 @@ impl StatsTracker {
             live.unpublished = false;
             live.stats()
         };
+        let stats = if state.cluster.clustered() {
+            match shared_stats(state).await {
+                Ok(stats) => stats,
+                Err(e) => {
+                    log::error!("check-in stats: reading the shared numbers failed: {e}");
+                    stats
+                }
+            }
+        } else {
+            stats
+        };
         for event in events {
-            publish(state, &event, FrameKind::Event).await;
+            publish(state, event).await;
         }
-        publish(state, &ServerFrame::StatsUpdate { stats }, FrameKind::Stats).await;
+        publish(state, Notice::StatsUpdate { stats }).await;
     }
 }
 
-/// Sends a frame to the check-in room, serialized once.
-async fn publish(state: &AppState, frame: &ServerFrame, kind: FrameKind) {
-    let deliver = Deliver::to_room(RoomKey::Checkins, frame, kind);
-    state.broker.publish(BrokerEvent::Deliver(deliver)).await;
+/// Reads the day's numbers from the database with the next shared version (several
+/// instances) and makes them this instance's live numbers.
+async fn shared_stats(state: &AppState) -> AppResult<Stats> {
+    let now = crate::time::now();
+    let day = now.date_naive();
+    let (from, to) = day_bounds(day);
+    let floor = now.timestamp_millis();
+    let (version, rows) = state
+        .db
+        .write(move |c| crate::db::checkins::versioned_day_rows(c, floor, from, to))
+        .await?;
+    let mut live = state.stats.live();
+    live.counters = Counters::from_rows(day, &rows);
+    live.version = live.version.max(version);
+    live.computed_at = now;
+    live.unpublished = false;
+    if live
+        .remote
+        .as_ref()
+        .is_some_and(|r| r.version <= live.version)
+    {
+        live.remote = None;
+    }
+    Ok(live.stats())
+}
+
+/// Sends a notice to the check-in room.
+async fn publish(state: &AppState, notice: Notice) {
+    let event = RoomEvent::one(RoomKey::Checkins, notice);
+    state.broker.publish(Event::Room(event)).await;
 }
 
 /// A check-in request (socket `check_in` or `POST /api/checkins`).
@@ -494,7 +551,7 @@ async fn store_check_in(
         actor.id
     );
     let checkin = Checkin::from_row(&state.directory, &row);
-    let event = ServerFrame::MemberCheckedIn {
+    let event = Notice::MemberCheckedIn {
         checkin: checkin.clone(),
     };
     state
@@ -532,7 +589,7 @@ async fn store_check_out(state: &AppState, actor: &AuthUser, member: UserId) -> 
         actor.id
     );
     let checkin = Checkin::from_row(&state.directory, &row);
-    let event = ServerFrame::MemberCheckedOut {
+    let event = Notice::MemberCheckedOut {
         checkin: checkin.clone(),
     };
     state
@@ -639,12 +696,7 @@ async fn auto_close_stale(state: &AppState) -> AppResult<usize> {
             row.checked_in_at
         );
         let checkin = Checkin::from_row(&state.directory, row);
-        publish(
-            state,
-            &ServerFrame::MemberCheckedOut { checkin },
-            FrameKind::Event,
-        )
-        .await;
+        publish(state, Notice::MemberCheckedOut { checkin }).await;
     }
     Ok(rows.len())
 }
@@ -655,6 +707,9 @@ async fn auto_close_stale(state: &AppState) -> AppResult<usize> {
 /// and a `stats_update` goes out. Changes not yet published (a new day, auto-closes) go
 /// out too.
 async fn recompute(state: &AppState) -> AppResult<()> {
+    if state.cluster.clustered() {
+        return recompute_shared(state).await;
+    }
     let tracker = &state.stats;
     let _gate = tracker.gate.write().await;
     let now = crate::time::now();
@@ -712,8 +767,34 @@ async fn recompute(state: &AppState) -> AppResult<()> {
         .with_label_values(&[outcome])
         .inc();
     if let Some(stats) = stats {
-        publish(state, &ServerFrame::StatsUpdate { stats }, FrameKind::Stats).await;
+        publish(state, Notice::StatsUpdate { stats }).await;
     }
+    Ok(())
+}
+
+/// The recomputation with several instances: the numbers the dashboards were last shown
+/// (this instance's or another's) against the database; a difference (a new day, a change
+/// behind Spotter's back, an update lost with Redis) goes out with the next shared version.
+async fn recompute_shared(state: &AppState) -> AppResult<()> {
+    let tracker = &state.stats;
+    let _gate = tracker.gate.write().await;
+    let _order = tracker.publishing.lock().await;
+    let now = crate::time::now();
+    let shown = tracker.snapshot();
+    let fresh = load_counters(state, now.date_naive()).await?;
+    let fresh = fresh.stats(shown.computed_at, shown.version);
+    let outcome = if fresh != shown {
+        let stats = shared_stats(state).await?;
+        publish(state, Notice::StatsUpdate { stats }).await;
+        "corrected"
+    } else {
+        "unchanged"
+    };
+    state
+        .metrics
+        .stats_recomputations
+        .with_label_values(&[outcome])
+        .inc();
     Ok(())
 }
 
@@ -730,7 +811,7 @@ async fn flush_unpublished(state: &AppState) {
         live.unpublished = false;
         live.stats()
     };
-    publish(state, &ServerFrame::StatsUpdate { stats }, FrameKind::Stats).await;
+    publish(state, Notice::StatsUpdate { stats }).await;
 }
 
 /// The sweeper's check-in maintenance: close stale check-ins, recompute the stats from the

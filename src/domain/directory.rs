@@ -104,3 +104,19 @@ impl Directory {
         self.len() == 0
     }
 }
+
+/// Loads one user from the database into the directory: a change made, or a user created,
+/// through another instance.
+pub async fn reload(state: &crate::state::AppState, user: UserId) {
+    match state
+        .db
+        .read(move |c| crate::db::users::find(c, user))
+        .await
+    {
+        Ok(Some(row)) => {
+            state.directory.upsert(&row);
+        }
+        Ok(None) => {}
+        Err(e) => log::error!("cannot load user {user} from the database: {e}"),
+    }
+}

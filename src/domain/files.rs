@@ -70,8 +70,11 @@ fn storage_error(what: &str, e: std::io::Error) -> AppError {
     AppError::Unavailable("cannot store the file right now".into())
 }
 
-/// Removes temporary files a crash left in the uploads folder (at start-up, before any
-/// upload can be in progress). Answers how many were removed.
+/// An unfinished upload untouched this long was left by a crash.
+const TEMP_FILE_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes temporary files a crash left in the uploads folder (at start-up). Answers how
+/// many were removed.
 pub fn remove_stale_temp_files(data_dir: &std::path::Path) -> usize {
     let dir = uploads_path(data_dir);
     let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -79,7 +82,15 @@ pub fn remove_stale_temp_files(data_dir: &std::path::Path) -> usize {
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(".tmp-") {
+        // The directory may be shared by several instances: another one's upload in
+        // progress is being written to; only files untouched for a while are left over.
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= TEMP_FILE_STALE);
+        if stale && entry.file_name().to_string_lossy().starts_with(".tmp-") {
             match std::fs::remove_file(entry.path()) {
                 Ok(()) => removed += 1,
                 Err(e) => log::warn!("uploads: cannot remove {}: {e}", entry.path().display()),

@@ -6,5 +6,8 @@ pub mod chat;
 pub mod checkin_codes;
 pub mod checkins;
 pub mod directory;
+pub mod events;
 pub mod files;
+pub mod presence;
+pub mod rooms;
 pub mod users;

@@ -4,13 +4,10 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::broker::BrokerEvent;
 use crate::db::users::{NewUser, UpdateRefused, Updated, UserRow, UserUpdate};
 use crate::db::{Conn, UserId};
+use crate::domain::events::{Event, Reason};
 use crate::error::{AppError, AppResult};
-use crate::realtime::hub::{CloseUser, RecheckUser};
-use crate::realtime::presence::{GoOffline, Reason};
-use crate::realtime::protocol::{CLOSE_FORBIDDEN, CLOSE_UNAUTHORIZED};
 use crate::state::AppState;
 
 /// A user's role (PROTOCOL §2).
@@ -337,15 +334,9 @@ pub async fn update_user(
             "user {id} made {} by {by}: closing their sockets",
             after.account_status
         );
-        close_sockets(state, id, CLOSE_FORBIDDEN, "account is not active").await;
-        state.presence.do_send(GoOffline {
-            user: id,
-            reason: Reason::AccountStatus,
-            keep_online: false,
-        });
+        state.presence.go_offline(id, Reason::AccountStatus, false);
     } else if after.token_gen != before.token_gen {
         log::info!("user {id}: password changed by {by}: every earlier token revoked");
-        close_sockets(state, id, CLOSE_UNAUTHORIZED, "credentials changed").await;
     }
     if after.role != before.role {
         log::info!(
@@ -353,21 +344,10 @@ pub async fn update_user(
             before.role,
             after.role
         );
-        state
-            .broker
-            .publish(BrokerEvent::RecheckUser(RecheckUser { user: id }))
-            .await;
     }
+    // Every instance reloads the user and checks their sockets against the new account:
+    // closed with 4003 when no longer active, 4001 when the token generation moved, out
+    // of every room the new role may not be in.
+    state.broker.publish(Event::UserChanged { user: id }).await;
     Ok(after)
-}
-
-async fn close_sockets(state: &AppState, user: UserId, code: u16, reason: &str) {
-    state
-        .broker
-        .publish(BrokerEvent::CloseUser(CloseUser {
-            user,
-            code,
-            reason: reason.into(),
-        }))
-        .await;
 }

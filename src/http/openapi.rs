@@ -134,6 +134,15 @@ pub struct Ready {
     pub status: String,
     /// `sqlite` or `postgres`
     pub database: String,
+    /// With several instances (`SPOTTER_REDIS_URL`): `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// With several instances: this instance's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// With several instances: whether this instance runs the sweeper now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweeper_duty: Option<bool>,
 }
 
 /// `GET /readyz` when the database does not answer: the error body plus `status`.

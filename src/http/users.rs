@@ -1,7 +1,6 @@
 //! `/api/users`: the caller, heartbeats, the admin's user list and user management, and
 //! the presence log.
 
-use actix::prelude::SendError;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +8,6 @@ use crate::auth::AuthUser;
 use crate::db::UserId;
 use crate::domain::users::{self, CreateUser, PatchUser, Role, UserView};
 use crate::error::{AppError, AppResult};
-use crate::realtime::presence::{Reason, Snapshot, Touch};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -36,12 +34,7 @@ async fn live_view(state: &AppState, id: UserId) -> AppResult<UserView> {
         .read(move |c| crate::db::users::find(c, id))
         .await?
         .ok_or_else(|| AppError::not_found("user"))?;
-    let live = state
-        .presence
-        .send(Snapshot)
-        .await
-        .ok()
-        .and_then(|m| m.get(&id).copied());
+    let live = state.presence.snapshot().await.get(&id).copied();
     Ok(UserView::from_row(
         &row,
         Some(live.unwrap_or((false, row.last_seen.map(crate::time::from_db)))),
@@ -90,22 +83,9 @@ struct HeartbeatReply {
         (status = 403, description = "`account_inactive`", body = crate::error::ErrorEnvelope),
     ))]
 async fn post_heartbeat(state: web::Data<AppState>, user: AuthUser) -> AppResult<HttpResponse> {
-    // Memory only, and no round trip: an online user's heartbeat is noted on the board;
-    // one that brings the user online is queued to the presence actor (waiting only while
-    // its mailbox is full). The answer carries the heartbeat's own time.
-    let touch = Touch::now(user.id, Reason::Heartbeat);
-    let last_seen = touch.at;
-    if !state.seen.note(user.id, last_seen) {
-        match state.presence.try_send(touch) {
-            Ok(()) => {}
-            Err(SendError::Full(touch)) => state
-                .presence
-                .send(touch)
-                .await
-                .map_err(|e| AppError::internal(format!("presence: {e}")))?,
-            Err(SendError::Closed(_)) => return Err(AppError::internal("presence actor stopped")),
-        }
-    }
+    // Memory only: the answer carries the heartbeat's own time.
+    let last_seen = crate::time::now();
+    state.presence.heartbeat(user.id, last_seen).await?;
     Ok(HttpResponse::Ok().json(HeartbeatReply {
         status: "online",
         last_seen,
@@ -207,6 +187,11 @@ async fn create_user(
         .await
         .map_err(|e| users::name_taken(e, &username))?;
     state.directory.upsert(&row);
+    // The other instances learn of the new user at once.
+    state
+        .broker
+        .publish(crate::domain::events::Event::UserChanged { user: row.id })
+        .await;
     log::info!(
         "user {} ({}, {}) created by {}",
         row.id,
@@ -271,10 +256,7 @@ async fn get_presence_log(
         return Err(AppError::not_found("user"));
     }
     // Pending transitions are written first, so the log is never behind what was seen live.
-    let _ = state
-        .presence
-        .send(crate::realtime::presence::FlushNow)
-        .await;
+    let _ = state.presence.flush_now().await;
     let rows = state
         .db
         .read(move |c| crate::db::users::presence_log(c, id, PRESENCE_LOG_LIMIT))

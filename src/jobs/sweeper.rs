@@ -2,11 +2,11 @@
 //! recomputes the check-in statistics from the database (publishing a correction if the
 //! live counters drifted), closes check-ins left open too long, removes uploads never
 //! attached to a message (after `SPOTTER_UPLOAD_ORPHAN_SECS`), and prunes expired tokens.
-//! A failing step is logged and the others still run; the next run tries again.
+//! A failing step is logged and the others still run; the next run tries again. With
+//! several instances only the holder of the sweeper duty runs it (`crate::cluster`).
 
 use actix::prelude::*;
 
-use crate::realtime::presence::Sweep;
 use crate::state::AppState;
 
 /// The sweeper actor.
@@ -24,6 +24,10 @@ impl Sweeper {
     }
 
     fn run(&mut self, ctx: &mut Context<Self>) {
+        // With several instances, one sweeps: the holder of the duty (`crate::cluster`).
+        if !self.state.cluster.holds_duty() {
+            return;
+        }
         if self.running {
             log::warn!("sweeper: previous run still going, skipping this one");
             return;
@@ -38,7 +42,7 @@ impl Sweeper {
 /// One sweep: every step runs even if another failed.
 pub async fn run_once(state: &AppState) {
     state.metrics.sweeper_runs.inc();
-    match state.presence.send(Sweep).await {
+    match state.presence.sweep().await {
         Ok(n) if n > 0 => log::info!("sweeper: {n} users went offline"),
         Ok(_) => {}
         Err(e) => log::error!("sweeper: presence sweep failed: {e}"),

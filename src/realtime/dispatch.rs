@@ -1,15 +1,14 @@
 //! What each client frame does once its socket is authenticated: checks who may do it,
 //! calls the same domain function the HTTP API calls, and says what to answer.
 
-use super::hub::{Join, Leave, SessionId};
+use super::hub::{Join, Leave, SocketId};
 use super::protocol::{ClientFrame, ServerFrame};
-use super::rooms::RoomKey;
 use crate::auth::AuthUser;
 use crate::db::ConversationId;
+use crate::domain::rooms::RoomKey;
 use crate::domain::users::Role;
 use crate::domain::{attendance, chat, checkins, users as user_domain};
 use crate::error::{AppError, AppResult, ErrorBody};
-use crate::realtime::presence::Snapshot;
 use crate::state::AppState;
 
 /// The result of a frame, for the session to send and to keep its own state by.
@@ -44,7 +43,7 @@ pub fn is_dashboard(role: Role) -> bool {
 }
 
 /// Joins a room; the hub has the last word on whether the user's current role may.
-async fn join(state: &AppState, id: SessionId, room: RoomKey) -> AppResult<()> {
+async fn join(state: &AppState, id: SocketId, room: RoomKey) -> AppResult<()> {
     let admitted = state
         .hub
         .send(Join { id, room })
@@ -57,7 +56,7 @@ async fn join(state: &AppState, id: SessionId, room: RoomKey) -> AppResult<()> {
     }
 }
 
-async fn leave(state: &AppState, id: SessionId, room: RoomKey) -> AppResult<()> {
+async fn leave(state: &AppState, id: SocketId, room: RoomKey) -> AppResult<()> {
     state
         .hub
         .send(Leave { id, room })
@@ -68,7 +67,7 @@ async fn leave(state: &AppState, id: SessionId, room: RoomKey) -> AppResult<()> 
 /// Handles one frame of an authenticated socket.
 pub async fn handle(
     state: &AppState,
-    id: SessionId,
+    id: SocketId,
     user: &AuthUser,
     frame: ClientFrame,
 ) -> AppResult<Outcome> {
@@ -95,7 +94,9 @@ pub async fn handle(
             conversation_id,
             since_seq,
         } => {
-            let joined = chat::join(state, user, id, conversation_id, since_seq).await?;
+            let room = RoomKey::Conversation(conversation_id);
+            let enter = join(state, id, room);
+            let joined = chat::join(state, user, conversation_id, since_seq, enter).await?;
             let last_seq = joined.last_seq;
             let notice = (!joined.recovered).then(|| {
                 S::Error(ErrorBody {
@@ -219,11 +220,7 @@ pub async fn handle(
 
 /// Every user with their live presence.
 pub async fn presence_snapshot(state: &AppState) -> AppResult<Vec<user_domain::UserView>> {
-    let live = state
-        .presence
-        .send(Snapshot)
-        .await
-        .map_err(|e| AppError::internal(format!("presence: {e}")))?;
+    let live = state.presence.snapshot().await;
     let rows = state.db.read(crate::db::users::list).await?;
     Ok(rows
         .iter()

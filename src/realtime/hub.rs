@@ -24,14 +24,14 @@ use super::outflow::Outflow;
 use super::protocol::{
     ServerFrame, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED,
 };
-use super::rooms::RoomKey;
+use crate::broker::Incoming;
 use crate::db::{ConversationId, UserId};
 use crate::domain::directory::Directory;
+use crate::domain::events::{CloseWhy, Event, Item, Notice, RoomEvent};
+use crate::domain::rooms::RoomKey;
 use crate::metrics::Metrics;
 
-/// A session's id, unique within this instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
+pub use crate::domain::events::SocketId;
 
 /// How often stats frames that could not be delivered are retried.
 const STATS_RETRY_INTERVAL: Duration = Duration::from_millis(250);
@@ -57,9 +57,10 @@ pub enum FrameKind {
 pub struct Outbound {
     pub text: ByteString,
     pub kind: FrameKind,
-    /// The session that must not get this frame (the sender's socket, which gets an ack
-    /// instead).
-    pub skip: Option<SessionId>,
+    /// The socket that must not get this frame (the sender's socket, which gets an ack
+    /// instead): an (instance, session) pair, so another instance's session is never
+    /// mistaken for one of this instance's.
+    pub skip: Option<SocketId>,
 }
 
 /// Frames in the order they are to be sent, shared by every recipient.
@@ -80,7 +81,7 @@ pub enum ToSession {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Connect {
-    pub id: SessionId,
+    pub id: SocketId,
     pub user: UserId,
     pub jti: String,
     /// The token generation the session authenticated with.
@@ -93,7 +94,7 @@ pub struct Connect {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Disconnect {
-    pub id: SessionId,
+    pub id: SocketId,
 }
 
 /// Put a session in a room. Answers false, and leaves it out, when the user's current
@@ -102,7 +103,7 @@ pub struct Disconnect {
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct Join {
-    pub id: SessionId,
+    pub id: SocketId,
     pub room: RoomKey,
 }
 
@@ -110,7 +111,7 @@ pub struct Join {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Leave {
-    pub id: SessionId,
+    pub id: SocketId,
     pub room: RoomKey,
 }
 
@@ -125,6 +126,23 @@ pub struct Deliver {
 }
 
 impl Outbound {
+    /// A domain notice as its frame, serialized here once for all its recipients.
+    pub fn notice(item: &Item) -> Outbound {
+        let kind = match &item.notice {
+            Notice::NewMessage { message } => FrameKind::Chat {
+                conversation: message.conversation_id,
+                seq: message.seq,
+            },
+            Notice::StatsUpdate { .. } => FrameKind::Stats,
+            _ => FrameKind::Event,
+        };
+        Outbound {
+            text: super::protocol::encode_notice(&item.notice),
+            kind,
+            skip: item.skip,
+        }
+    }
+
     /// A frame serialized here, once for all its recipients.
     pub fn new(frame: &crate::realtime::protocol::ServerFrame, kind: FrameKind) -> Outbound {
         Outbound {
@@ -160,32 +178,11 @@ impl Deliver {
     }
 }
 
-/// Close every socket of a user (account made non-active: 4003).
-#[derive(Message, Debug, Clone)]
+/// Check every socket against its user's current account (after the directory was
+/// reloaded).
+#[derive(Message)]
 #[rtype(result = "()")]
-pub struct CloseUser {
-    pub user: UserId,
-    pub code: u16,
-    pub reason: String,
-}
-
-/// Close every socket opened with one of these tokens (revocation: 4001).
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct CloseTokens {
-    pub jtis: Vec<String>,
-    pub code: u16,
-    pub reason: String,
-}
-
-/// A user's role, status or token generation changed: their sockets on this instance are
-/// closed (4003 not active, 4001 tokens revoked) or leave every room the current role may
-/// not be in, each told so with the room's leave frame.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
-pub struct RecheckUser {
-    pub user: UserId,
-}
+pub struct RecheckAll;
 
 /// Close every socket (shutdown: 4200). Answers how many were open.
 #[derive(Message)]
@@ -207,7 +204,7 @@ pub struct HasLiveSocket {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetToken {
-    pub id: SessionId,
+    pub id: SocketId,
     pub jti: String,
     pub gen: i64,
 }
@@ -231,9 +228,9 @@ struct SessionEntry {
 
 /// The hub actor.
 pub struct Hub {
-    sessions: HashMap<SessionId, SessionEntry>,
-    rooms: HashMap<RoomKey, HashSet<SessionId>>,
-    users: HashMap<UserId, HashSet<SessionId>>,
+    sessions: HashMap<SocketId, SessionEntry>,
+    rooms: HashMap<RoomKey, HashSet<SocketId>>,
+    users: HashMap<UserId, HashSet<SocketId>>,
     presence: Arc<dyn SocketPresence>,
     metrics: Arc<Metrics>,
     /// Current roles, statuses and token generations.
@@ -242,6 +239,9 @@ pub struct Hub {
     max_per_user: usize,
     /// Unsent bytes one socket may have before chat and events close it (4029).
     max_buffer_bytes: usize,
+    /// The newest stats version delivered: an older one (another instance's, published
+    /// late) is not sent, so that every dashboard sees `version` only grow.
+    stats_version: i64,
 }
 
 /// The bytes of a batch, as counted against a socket's buffer cap.
@@ -277,18 +277,98 @@ impl Hub {
             directory,
             max_per_user,
             max_buffer_bytes,
+            stats_version: i64::MIN,
+        }
+    }
+
+    /// A room event as the frames to send: each notice serialized once here; a stats
+    /// notice older than one already delivered is left out.
+    fn frames_of(&mut self, event: &RoomEvent) -> Option<Deliver> {
+        let mut frames = Vec::with_capacity(event.items.len());
+        for item in &event.items {
+            if let Notice::StatsUpdate { stats } = &item.notice {
+                if stats.version <= self.stats_version {
+                    continue;
+                }
+                self.stats_version = stats.version;
+            }
+            frames.push(Outbound::notice(item));
+        }
+        if frames.is_empty() {
+            return None;
+        }
+        Some(Deliver {
+            except_user: event.except_user,
+            ..Deliver::batch(event.room, frames)
+        })
+    }
+
+    /// Delivers frames, in order, to every session in a room of this instance.
+    fn deliver(&mut self, msg: Deliver) {
+        let Some(members) = self.rooms.get(&msg.room) else {
+            return;
+        };
+        // A single event skips its sender here. Chat frames reach the sending socket too:
+        // its own messages move its place in the conversation (`ordering`), unsent.
+        let skip = match &*msg.frames {
+            [only] if !matches!(only.kind, FrameKind::Chat { .. }) => only.skip,
+            _ => None,
+        };
+        let targets: Vec<SocketId> = members
+            .iter()
+            .copied()
+            .filter(|id| Some(*id) != skip)
+            .filter(|id| match msg.except_user {
+                Some(u) => self.sessions.get(id).map(|e| e.user != u).unwrap_or(false),
+                None => true,
+            })
+            .collect();
+        self.metrics.broadcast_fanout.observe(targets.len() as f64);
+        let coalescible = msg.coalescible();
+        let bytes = batch_bytes(&msg.frames);
+        for id in targets {
+            self.deliver_to(id, &msg.frames, bytes, coalescible);
+        }
+    }
+
+    fn recheck_user(&mut self, user: UserId) {
+        for id in self.sessions_of(user) {
+            self.recheck_session(id);
+        }
+    }
+
+    fn close_user(&mut self, user: UserId, why: CloseWhy) {
+        let (code, reason) = match why {
+            CloseWhy::AccountInactive => (CLOSE_FORBIDDEN, "account is not active"),
+            CloseWhy::TokenRevoked => (CLOSE_UNAUTHORIZED, "token revoked"),
+        };
+        for id in self.sessions_of(user) {
+            self.close_session(id, code, reason);
+        }
+    }
+
+    fn close_tokens(&mut self, jtis: &[(String, i64)]) {
+        let jtis: HashSet<&str> = jtis.iter().map(|(j, _)| j.as_str()).collect();
+        let ids: Vec<SocketId> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| jtis.contains(e.jti.as_str()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.close_session(id, CLOSE_UNAUTHORIZED, "token revoked");
         }
     }
 
     /// The sessions of one user on this instance.
-    fn sessions_of(&self, user: UserId) -> Vec<SessionId> {
+    fn sessions_of(&self, user: UserId) -> Vec<SocketId> {
         self.users
             .get(&user)
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default()
     }
 
-    fn leave_room(&mut self, id: SessionId, room: RoomKey) -> bool {
+    fn leave_room(&mut self, id: SocketId, room: RoomKey) -> bool {
         let was_in = self
             .sessions
             .get_mut(&id)
@@ -304,7 +384,7 @@ impl Hub {
 
     /// Checks one session against its user's current account: closes it, or takes it out
     /// of the rooms its role no longer admits.
-    fn recheck_session(&mut self, id: SessionId) {
+    fn recheck_session(&mut self, id: SocketId) {
         let Some(entry) = self.sessions.get(&id) else {
             return;
         };
@@ -313,12 +393,15 @@ impl Hub {
         let Some(access) = access.filter(|a| a.status.is_active()) else {
             log::info!(
                 "session {} of user {user}: account not active, closing",
-                id.0
+                id.session
             );
             return self.close_session(id, CLOSE_FORBIDDEN, "account is not active");
         };
         if access.token_gen != entry.gen {
-            log::info!("session {} of user {user}: token revoked, closing", id.0);
+            log::info!(
+                "session {} of user {user}: token revoked, closing",
+                id.session
+            );
             return self.close_session(id, CLOSE_UNAUTHORIZED, "token revoked");
         }
         let denied: Vec<RoomKey> = entry
@@ -331,7 +414,7 @@ impl Hub {
             self.leave_room(id, room);
             log::info!(
                 "session {} of user {user} left {room}: not allowed for {}",
-                id.0,
+                id.session,
                 access.role.as_str()
             );
             if let (Some(frame), Some(entry)) = (left_frame(room), self.sessions.get(&id)) {
@@ -347,7 +430,7 @@ impl Hub {
         }
     }
 
-    fn remove_session(&mut self, id: SessionId) {
+    fn remove_session(&mut self, id: SocketId) {
         let Some(entry) = self.sessions.remove(&id) else {
             return;
         };
@@ -370,7 +453,7 @@ impl Hub {
     }
 
     /// Sends a close and forgets the session at once: it receives nothing more.
-    fn close_session(&mut self, id: SessionId, code: u16, reason: &str) {
+    fn close_session(&mut self, id: SocketId, code: u16, reason: &str) {
         if let Some(entry) = self.sessions.get(&id) {
             // `do_send` ignores the mailbox bound on purpose: one control message per
             // session, and it must get through even when the queue is full.
@@ -384,11 +467,11 @@ impl Hub {
         self.remove_session(id);
     }
 
-    fn too_slow(&mut self, id: SessionId, why: &str) {
+    fn too_slow(&mut self, id: SocketId, why: &str) {
         if let Some(entry) = self.sessions.get(&id) {
             log::warn!(
                 "session {} of user {} is too slow ({why}): closing with 4029",
-                id.0,
+                id.session,
                 entry.user
             );
         }
@@ -396,7 +479,7 @@ impl Hub {
         self.close_session(id, CLOSE_TOO_SLOW, "too slow to keep up");
     }
 
-    fn deliver_to(&mut self, id: SessionId, frames: &Batch, bytes: usize, coalescible: bool) {
+    fn deliver_to(&mut self, id: SocketId, frames: &Batch, bytes: usize, coalescible: bool) {
         let Some(entry) = self.sessions.get_mut(&id) else {
             return;
         };
@@ -438,7 +521,7 @@ impl Hub {
     }
 
     fn retry_pending_stats(&mut self) {
-        let ids: Vec<SessionId> = self
+        let ids: Vec<SocketId> = self
             .sessions
             .iter()
             .filter(|(_, e)| e.pending_stats.is_some())
@@ -547,72 +630,40 @@ impl Handler<Leave> for Hub {
     }
 }
 
-impl Handler<RecheckUser> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: RecheckUser, _: &mut Context<Self>) {
-        let ids = self.sessions_of(msg.user);
-        for id in ids {
-            self.recheck_session(id);
-        }
-    }
-}
-
 impl Handler<Deliver> for Hub {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, _: &mut Context<Self>) {
-        let Some(members) = self.rooms.get(&msg.room) else {
-            return;
-        };
-        // A single event skips its sender here. Chat frames reach the sending socket too:
-        // its own messages move its place in the conversation (`ordering`), unsent.
-        let skip = match &*msg.frames {
-            [only] if !matches!(only.kind, FrameKind::Chat { .. }) => only.skip,
-            _ => None,
-        };
-        let targets: Vec<SessionId> = members
-            .iter()
-            .copied()
-            .filter(|id| Some(*id) != skip)
-            .filter(|id| match msg.except_user {
-                Some(u) => self.sessions.get(id).map(|e| e.user != u).unwrap_or(false),
-                None => true,
-            })
-            .collect();
-        self.metrics.broadcast_fanout.observe(targets.len() as f64);
-        let coalescible = msg.coalescible();
-        let bytes = batch_bytes(&msg.frames);
-        for id in targets {
-            self.deliver_to(id, &msg.frames, bytes, coalescible);
+        self.deliver(msg);
+    }
+}
+
+impl Handler<Incoming> for Hub {
+    type Result = ();
+
+    fn handle(&mut self, msg: Incoming, _: &mut Context<Self>) {
+        match &msg.0.event {
+            Event::Room(event) => {
+                if let Some(deliver) = self.frames_of(event) {
+                    self.deliver(deliver);
+                }
+            }
+            Event::CloseUser { user, why } => self.close_user(*user, *why),
+            Event::TokensRevoked { jtis } => self.close_tokens(jtis),
+            Event::UserChanged { user } => self.recheck_user(*user),
+            // Presence facts are for the presence replicas.
+            Event::Presence(_) => {}
         }
     }
 }
 
-impl Handler<CloseUser> for Hub {
+impl Handler<RecheckAll> for Hub {
     type Result = ();
 
-    fn handle(&mut self, msg: CloseUser, _: &mut Context<Self>) {
-        let ids = self.sessions_of(msg.user);
+    fn handle(&mut self, _: RecheckAll, _: &mut Context<Self>) {
+        let ids: Vec<SocketId> = self.sessions.keys().copied().collect();
         for id in ids {
-            self.close_session(id, msg.code, &msg.reason);
-        }
-    }
-}
-
-impl Handler<CloseTokens> for Hub {
-    type Result = ();
-
-    fn handle(&mut self, msg: CloseTokens, _: &mut Context<Self>) {
-        let jtis: HashSet<&str> = msg.jtis.iter().map(String::as_str).collect();
-        let ids: Vec<SessionId> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| jtis.contains(e.jti.as_str()))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            self.close_session(id, msg.code, &msg.reason);
+            self.recheck_session(id);
         }
     }
 }
@@ -621,7 +672,7 @@ impl Handler<CloseAll> for Hub {
     type Result = usize;
 
     fn handle(&mut self, msg: CloseAll, _: &mut Context<Self>) -> usize {
-        let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+        let ids: Vec<SocketId> = self.sessions.keys().copied().collect();
         let n = ids.len();
         for id in ids {
             self.close_session(id, msg.code, &msg.reason);
@@ -718,7 +769,10 @@ mod tests {
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let probe_log = seen.clone();
         let probe = Probe(seen.clone()).start();
-        let id = SessionId(1);
+        let id = SocketId {
+            instance: crate::domain::events::InstanceId(1),
+            session: 1,
+        };
         hub.do_send(Connect {
             id,
             user: UserId(1),
@@ -733,7 +787,7 @@ mod tests {
         directory.upsert(&row(1, "member", 0));
         assert!(!hub.send(Join { id, room }).await.unwrap());
         // The recheck takes the session out of the room it was in, and says so.
-        hub.send(RecheckUser { user: UserId(1) }).await.unwrap();
+        hub.send(changed(UserId(1))).await.unwrap();
         let frame = ServerFrame::Error(crate::error::ErrorBody {
             code: "x",
             message: String::new(),
@@ -748,9 +802,16 @@ mod tests {
         assert!(seen[0].contains("presence_unsubscribed"), "{seen:?}");
         // A new token generation closes the session with 4001.
         directory.upsert(&row(1, "member", 1));
-        hub.send(RecheckUser { user: UserId(1) }).await.unwrap();
+        hub.send(changed(UserId(1))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(seen_last(&probe_log), "close 4001");
+    }
+
+    fn changed(user: UserId) -> Incoming {
+        Incoming(Arc::new(crate::domain::events::Envelope {
+            origin: crate::domain::events::InstanceId(1),
+            event: Event::UserChanged { user },
+        }))
     }
 
     fn seen_last(log: &std::sync::Mutex<Vec<String>>) -> String {

@@ -8,5 +8,4 @@ pub mod outflow;
 pub mod presence;
 pub mod presence_pending;
 pub mod protocol;
-pub mod rooms;
 pub mod session;

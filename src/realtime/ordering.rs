@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use bytestring::ByteString;
 
-use super::hub::{FrameKind, Outbound, SessionId};
+use super::hub::{FrameKind, Outbound, SocketId};
 use super::protocol::ServerFrame;
 use crate::db::{ConversationId, UserId};
 use crate::domain::chat::{Message, RECOVERY_MAX};
@@ -95,7 +95,7 @@ impl Streams {
     /// after it in that conversation), or [`Overflow`] when too many frames wait.
     pub fn accept(
         &mut self,
-        me: SessionId,
+        me: SocketId,
         frame: Outbound,
         max_waiting: usize,
         out: &mut Vec<ByteString>,
@@ -165,7 +165,9 @@ impl Streams {
                     .own
                     .contains(&(gap.conversation, message.client_msg_id.clone()));
             if !own {
-                out.push(ServerFrame::NewMessage { message }.encode(None));
+                out.push(crate::realtime::protocol::encode_notice(
+                    &crate::domain::events::Notice::NewMessage { message },
+                ));
             }
         }
         if next <= gap.upto {
@@ -196,11 +198,17 @@ pub fn resync_notice(conversation: ConversationId) -> ServerFrame {
 mod tests {
     use super::*;
 
-    const ME: SessionId = SessionId(1);
-    const OTHER: SessionId = SessionId(2);
+    const ME: SocketId = SocketId {
+        instance: crate::domain::events::InstanceId(1),
+        session: 1,
+    };
+    const OTHER: SocketId = SocketId {
+        instance: crate::domain::events::InstanceId(2),
+        session: 1,
+    };
     const C: ConversationId = ConversationId(7);
 
-    fn frame(seq: i64, from: SessionId) -> Outbound {
+    fn frame(seq: i64, from: SocketId) -> Outbound {
         Outbound {
             text: format!("m{seq}").into(),
             kind: FrameKind::Chat {

@@ -4,6 +4,15 @@
 //! sweeper and on shutdown. Transitions are published to the presence room in the order
 //! they happen.
 //!
+//! Several instances: each instance's actor is a replica of the cluster's presence. Its
+//! own inputs (logins, heartbeats, sockets) it applies and publishes as facts
+//! ([`PresenceFact`]); the other instances' facts it applies silently. A user is online
+//! while any instance holds a socket of theirs or a heartbeat is fresh. The instance that
+//! decides a transition announces it (the `presence_update` frame and the presence log):
+//! the one that saw the login, heartbeat or logout; timeouts and lost instances are decided
+//! by the sweeper duty's holder only (`crate::cluster`). Replicas converge through a
+//! periodic table of each instance's sockets.
+//!
 //! A heartbeat of a user who is already online does not even message the actor: it is
 //! noted on the [`SeenBoard`], which the actor takes in every second and before each
 //! sweep, flush and snapshot. (A message would wake the actor's thread, a system call per
@@ -16,15 +25,21 @@ use std::time::Duration;
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use crate::broker::{Broker, BrokerEvent};
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use crate::broker::{Broker, Incoming};
 use crate::db::users::PresenceWrite;
 use crate::db::{Db, UserId};
 use crate::domain::directory::Directory;
+pub use crate::domain::events::Reason;
+use crate::domain::events::{Event, InstanceId, Notice, PresenceFact, RoomEvent};
+use crate::domain::presence::{Live, Presence};
+use crate::domain::rooms::RoomKey;
+use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
-use crate::realtime::hub::{Deliver, FrameKind, SocketPresence};
+use crate::realtime::hub::SocketPresence;
 use crate::realtime::presence_pending::PendingTransitions;
-use crate::realtime::protocol::ServerFrame;
-use crate::realtime::rooms::RoomKey;
 
 /// Transitions waiting to be written after which a flush starts at once. While the
 /// database is down they are bounded differently: one row per user
@@ -80,37 +95,46 @@ impl SeenBoard {
     }
 }
 
-/// Why a user's presence changed (PROTOCOL §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    Login,
-    Heartbeat,
-    Socket,
-    Logout,
-    Timeout,
-    AccountStatus,
-    NodeLost,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Login => "login",
-            Reason::Heartbeat => "heartbeat",
-            Reason::Socket => "socket",
-            Reason::Logout => "logout",
-            Reason::Timeout => "timeout",
-            Reason::AccountStatus => "account_status",
-            Reason::NodeLost => "node_lost",
-        }
-    }
-}
+/// How often each instance publishes its whole socket table.
+const SOCKET_TABLE_INTERVAL: Duration = Duration::from_secs(2);
+/// After start, timeouts wait this long, so that the other instances' socket tables are
+/// known before anyone is timed out.
+const WARM_UP: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 struct Entry {
     online: bool,
-    sockets: u32,
+    /// Live sockets per instance (this one included).
+    sockets: Vec<(InstanceId, u32)>,
     last_seen: DateTime<Utc>,
+}
+
+impl Entry {
+    fn new(online: bool, at: DateTime<Utc>) -> Entry {
+        Entry {
+            online,
+            sockets: Vec::new(),
+            last_seen: at,
+        }
+    }
+
+    fn has_sockets(&self) -> bool {
+        self.sockets.iter().any(|(_, n)| *n > 0)
+    }
+
+    fn sockets_on(&self, instance: InstanceId) -> u32 {
+        self.sockets
+            .iter()
+            .find(|(i, _)| *i == instance)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    fn set_sockets(&mut self, instance: InstanceId, n: u32) {
+        self.sockets.retain(|(i, _)| *i != instance);
+        if n > 0 {
+            self.sockets.push((instance, n));
+        }
+    }
 }
 
 /// The presence actor.
@@ -127,6 +151,11 @@ pub struct PresenceServer {
     flushing: bool,
     /// The order of changes, for [`PresenceWrite::seq`].
     next_seq: u64,
+    /// This instance.
+    me: InstanceId,
+    /// Several instances share presence (facts are published).
+    clustered: bool,
+    started: std::time::Instant,
     timeout: chrono::Duration,
     flush_interval: Duration,
     board: Arc<SeenBoard>,
@@ -137,7 +166,9 @@ pub struct PresenceServer {
 }
 
 impl PresenceServer {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
+        clustered: bool,
         db: Db,
         broker: Arc<dyn Broker>,
         directory: Arc<Directory>,
@@ -153,6 +184,9 @@ impl PresenceServer {
             flush_lock: Arc::new(tokio::sync::Mutex::new(())),
             flushing: false,
             next_seq: 0,
+            me: broker.instance(),
+            clustered,
+            started: std::time::Instant::now(),
             timeout: chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::seconds(120)),
             flush_interval,
             board,
@@ -178,25 +212,13 @@ impl PresenceServer {
                 .directory
                 .get(*user)
                 .is_some_and(|e| e.status.is_active());
-            if *online && active && now - *seen < self.timeout {
+            if *online && ((active && now - *seen < self.timeout) || self.clustered) {
+                // With several instances, a stale one may still have a socket elsewhere:
+                // the duty holder times it out once the socket tables are known.
                 self.board.set(*user, true);
-                self.users.insert(
-                    *user,
-                    Entry {
-                        online: true,
-                        sockets: 0,
-                        last_seen: *seen,
-                    },
-                );
+                self.users.insert(*user, Entry::new(true, *seen));
             } else if *online {
-                self.users.insert(
-                    *user,
-                    Entry {
-                        online: true,
-                        sockets: 0,
-                        last_seen: *seen,
-                    },
-                );
+                self.users.insert(*user, Entry::new(true, *seen));
                 self.transition(*user, false, Reason::NodeLost, now, ctx);
             }
         }
@@ -217,14 +239,19 @@ impl PresenceServer {
         at: DateTime<Utc>,
         ctx: &mut Context<Self>,
     ) {
-        let entry = self.users.entry(user).or_insert(Entry {
-            online: !online,
-            sockets: 0,
-            last_seen: at,
-        });
+        let entry = self.users.entry(user).or_insert(Entry::new(!online, at));
         entry.online = online;
         entry.last_seen = at;
         self.board.set(user, online);
+        self.publish_fact(
+            PresenceFact::Changed {
+                user,
+                online,
+                reason,
+                at,
+            },
+            ctx,
+        );
         self.unflushed.insert(user, (online, at));
         self.transitions.push(PresenceWrite {
             user_id: user,
@@ -245,17 +272,13 @@ impl PresenceServer {
             if online { "online" } else { "offline" },
             reason.as_str()
         );
-        let frame = ServerFrame::PresenceUpdate {
+        let notice = Notice::PresenceUpdate {
             user_id: user,
             is_online: online,
             last_seen: Some(at),
-            reason: reason.as_str(),
+            reason,
         };
-        let event = BrokerEvent::Deliver(Deliver::to_room(
-            RoomKey::Presence,
-            &frame,
-            FrameKind::Event,
-        ));
+        let event = Event::Room(RoomEvent::one(RoomKey::Presence, notice));
         // `wait`, not `spawn`: updates reach the hub in the order they happen. The broker
         // queues at once, so this only holds the actor while the hub's mailbox is full.
         ctx.wait(self.broker.publish(event).into_actor(self));
@@ -279,18 +302,146 @@ impl PresenceServer {
 
     /// Takes in the heartbeats noted on the board.
     fn absorb(&mut self, ctx: &mut Context<Self>) {
-        for (user, at) in self.board.take() {
-            self.touch(user, Reason::Heartbeat, at, ctx);
+        let seen = self.board.take();
+        if seen.is_empty() {
+            return;
         }
+        let mut users = Vec::with_capacity(seen.len());
+        for (user, at) in seen {
+            self.touch(user, Reason::Heartbeat, at, ctx);
+            users.push((user, at.timestamp_micros()));
+        }
+        self.publish_fact(PresenceFact::Seen { users }, ctx);
+    }
+
+    /// Tells the other instances' replicas (nothing to do with one instance).
+    fn publish_fact(&self, fact: PresenceFact, ctx: &mut Context<Self>) {
+        if self.clustered {
+            ctx.wait(self.broker.publish(Event::Presence(fact)).into_actor(self));
+        }
+    }
+
+    /// A change of this instance's sockets of `user`.
+    fn local_sockets(&mut self, user: UserId, n: u32, ctx: &mut Context<Self>) {
+        let me = self.me;
+        if let Some(e) = self.users.get_mut(&user) {
+            e.set_sockets(me, n);
+        }
+        self.publish_fact(PresenceFact::Sockets { user, count: n }, ctx);
+    }
+
+    /// This instance's sockets, for the other replicas.
+    fn socket_table(&self) -> Vec<(UserId, u32)> {
+        self.users
+            .iter()
+            .filter_map(|(id, e)| {
+                let n = e.sockets_on(self.me);
+                (n > 0).then_some((*id, n))
+            })
+            .collect()
+    }
+
+    /// Another instance's fact, applied silently (that instance announced what it decided).
+    fn apply_fact(&mut self, origin: InstanceId, fact: PresenceFact, ctx: &mut Context<Self>) {
+        match fact {
+            PresenceFact::Changed {
+                user, online, at, ..
+            } => {
+                let e = self.users.entry(user).or_insert(Entry::new(online, at));
+                e.online = online;
+                e.last_seen = e.last_seen.max(at);
+                self.board.set(user, online);
+                // Taken offline (a lost instance, a timeout decided elsewhere) while this
+                // instance holds a live socket of theirs: they are online, say so.
+                if !online && e.sockets_on(self.me) > 0 {
+                    self.transition(user, true, Reason::Socket, crate::time::now(), ctx);
+                }
+            }
+            PresenceFact::Seen { users } => {
+                for (user, micros) in users {
+                    let Some(at) = DateTime::from_timestamp_micros(micros) else {
+                        continue;
+                    };
+                    let e = self.users.entry(user).or_insert(Entry::new(false, at));
+                    if !e.online && at > e.last_seen {
+                        // Online through that instance (which announced it).
+                        e.online = true;
+                        self.board.set(user, true);
+                    }
+                    e.last_seen = e.last_seen.max(at);
+                }
+            }
+            PresenceFact::Sockets { user, count } => {
+                let now = crate::time::now();
+                let e = self.users.entry(user).or_insert(Entry::new(false, now));
+                e.set_sockets(origin, count);
+                if count > 0 && !e.online {
+                    e.online = true;
+                    e.last_seen = now;
+                    self.board.set(user, true);
+                } else if count == 0 {
+                    // Silence starts now, as for a local socket.
+                    e.last_seen = e.last_seen.max(now);
+                }
+            }
+            PresenceFact::SocketTable { users } => {
+                let table: HashMap<UserId, u32> = users.into_iter().collect();
+                for (user, e) in self.users.iter_mut() {
+                    if !table.contains_key(user) && e.sockets_on(origin) > 0 {
+                        e.set_sockets(origin, 0);
+                        e.last_seen = e.last_seen.max(crate::time::now());
+                    }
+                }
+                let now = crate::time::now();
+                for (user, n) in table {
+                    let e = self.users.entry(user).or_insert(Entry::new(true, now));
+                    e.set_sockets(origin, n);
+                    if !e.online {
+                        e.online = true;
+                        e.last_seen = now;
+                        self.board.set(user, true);
+                    }
+                }
+            }
+            PresenceFact::NodeLost { instance } => {
+                for e in self.users.values_mut() {
+                    e.set_sockets(instance, 0);
+                }
+            }
+        }
+        self.update_gauge();
+    }
+
+    /// The duty holder found `instance` dead: its sockets are gone, and each user who
+    /// has no socket left anywhere goes offline with `node_lost`, announced once, here.
+    fn node_lost(&mut self, instance: InstanceId, ctx: &mut Context<Self>) -> usize {
+        self.publish_fact(PresenceFact::NodeLost { instance }, ctx);
+        let now = crate::time::now();
+        let mut lost = Vec::new();
+        for (user, e) in self.users.iter_mut() {
+            if e.sockets_on(instance) > 0 {
+                e.set_sockets(instance, 0);
+                if e.online && !e.has_sockets() {
+                    lost.push(*user);
+                }
+            }
+        }
+        for user in &lost {
+            self.transition(*user, false, Reason::NodeLost, now, ctx);
+        }
+        lost.len()
     }
 
     fn sweep(&mut self, ctx: &mut Context<Self>) -> usize {
         self.absorb(ctx);
+        if self.clustered && self.started.elapsed() < WARM_UP {
+            return 0;
+        }
         let now = crate::time::now();
         let stale: Vec<UserId> = self
             .users
             .iter()
-            .filter(|(_, e)| e.online && e.sockets == 0 && now - e.last_seen >= self.timeout)
+            .filter(|(_, e)| e.online && !e.has_sockets() && now - e.last_seen >= self.timeout)
             .map(|(id, _)| *id)
             .collect();
         for user in &stale {
@@ -299,7 +450,7 @@ impl PresenceServer {
             self.transition(*user, false, Reason::Timeout, now, ctx);
         }
         // Forget offline users with no sockets: they come back through `touch`.
-        self.users.retain(|_, e| e.online || e.sockets > 0);
+        self.users.retain(|_, e| e.online || e.has_sockets());
         stale.len()
     }
 
@@ -393,6 +544,12 @@ impl Actor for PresenceServer {
         ctx.set_mailbox_capacity(PRESENCE_MAILBOX);
         ctx.run_interval(self.flush_interval, |act, ctx| act.flush(ctx));
         ctx.run_interval(BOARD_INTERVAL, |act, ctx| act.absorb(ctx));
+        if self.clustered {
+            ctx.run_interval(SOCKET_TABLE_INTERVAL, |act, ctx| {
+                let users = act.socket_table();
+                act.publish_fact(PresenceFact::SocketTable { users }, ctx);
+            });
+        }
     }
 }
 
@@ -435,9 +592,7 @@ impl Handler<SocketUp> for PresenceServer {
 
     fn handle(&mut self, msg: SocketUp, ctx: &mut Context<Self>) {
         self.touch(msg.0, Reason::Socket, crate::time::now(), ctx);
-        if let Some(e) = self.users.get_mut(&msg.0) {
-            e.sockets += 1;
-        }
+        self.local_sockets(msg.0, 1, ctx);
     }
 }
 
@@ -449,14 +604,14 @@ pub struct SocketDown(pub UserId);
 impl Handler<SocketDown> for PresenceServer {
     type Result = ();
 
-    fn handle(&mut self, msg: SocketDown, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: SocketDown, ctx: &mut Context<Self>) {
         if let Some(e) = self.users.get_mut(&msg.0) {
-            e.sockets = e.sockets.saturating_sub(1);
             if e.online {
                 e.last_seen = crate::time::now();
                 self.unflushed.insert(msg.0, (true, e.last_seen));
             }
         }
+        self.local_sockets(msg.0, 0, ctx);
     }
 }
 
@@ -479,7 +634,12 @@ impl Handler<GoOffline> for PresenceServer {
         }
         // Heartbeats noted before the logout count before it, not after.
         self.absorb(ctx);
-        if self.users.get(&msg.user).is_some_and(|e| e.online) {
+        // Online as long as a socket of theirs is live on any instance.
+        if self
+            .users
+            .get(&msg.user)
+            .is_some_and(|e| e.online && !e.has_sockets())
+        {
             self.transition(msg.user, false, msg.reason, crate::time::now(), ctx);
         }
     }
@@ -568,6 +728,161 @@ impl Handler<Restore> for PresenceServer {
 
     fn handle(&mut self, msg: Restore, ctx: &mut Context<Self>) {
         self.restore(&msg.0, ctx);
+    }
+}
+
+/// Another instance's event: presence facts are applied here.
+impl Handler<Incoming> for PresenceServer {
+    type Result = ();
+
+    fn handle(&mut self, msg: Incoming, ctx: &mut Context<Self>) {
+        if msg.0.origin == self.me {
+            return;
+        }
+        if let Event::Presence(fact) = &msg.0.event {
+            self.apply_fact(msg.0.origin, fact.clone(), ctx);
+        }
+    }
+}
+
+/// The duty holder found an instance dead. Answers how many users went offline.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct NodeGone(pub InstanceId);
+
+impl Handler<NodeGone> for PresenceServer {
+    type Result = usize;
+
+    fn handle(&mut self, msg: NodeGone, ctx: &mut Context<Self>) -> usize {
+        self.node_lost(msg.0, ctx)
+    }
+}
+
+/// The other instances that hold sockets, as this replica knows them.
+#[derive(Message)]
+#[rtype(result = "Vec<InstanceId>")]
+pub struct SocketHolders;
+
+impl Handler<SocketHolders> for PresenceServer {
+    type Result = MessageResult<SocketHolders>;
+
+    fn handle(&mut self, _: SocketHolders, _: &mut Context<Self>) -> Self::Result {
+        let mut all: Vec<InstanceId> = self
+            .users
+            .values()
+            .flat_map(|e| e.sockets.iter().map(|(i, _)| *i))
+            .filter(|i| *i != self.me)
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        MessageResult(all)
+    }
+}
+
+/// Presence as the domain sees it: the actor's address and the heartbeat board.
+pub struct PresenceHandle {
+    pub addr: Addr<PresenceServer>,
+    board: Arc<SeenBoard>,
+    hub: Addr<crate::realtime::hub::Hub>,
+}
+
+impl PresenceHandle {
+    pub fn new(
+        addr: Addr<PresenceServer>,
+        board: Arc<SeenBoard>,
+        hub: Addr<crate::realtime::hub::Hub>,
+    ) -> PresenceHandle {
+        PresenceHandle { addr, board, hub }
+    }
+}
+
+impl Presence for PresenceHandle {
+    fn login(&self, user: UserId) -> BoxFuture<'static, ()> {
+        let request = self.addr.send(Touch::now(user, Reason::Login));
+        async move {
+            let _ = request.await;
+        }
+        .boxed()
+    }
+
+    fn heartbeat(&self, user: UserId, at: DateTime<Utc>) -> BoxFuture<'static, AppResult<()>> {
+        // Memory only, and no round trip: an online user's heartbeat is noted on the
+        // board; one that brings the user online is queued to the actor (waiting only
+        // while its mailbox is full).
+        if self.board.note(user, at) {
+            return futures_util::future::ready(Ok(())).boxed();
+        }
+        let touch = Touch {
+            user,
+            reason: Reason::Heartbeat,
+            at,
+        };
+        match self.addr.try_send(touch) {
+            Ok(()) => futures_util::future::ready(Ok(())).boxed(),
+            Err(SendError::Full(touch)) => {
+                let request = self.addr.send(touch);
+                async move {
+                    request
+                        .await
+                        .map_err(|e| AppError::internal(format!("presence: {e}")))
+                }
+                .boxed()
+            }
+            Err(SendError::Closed(_)) => {
+                futures_util::future::ready(Err(AppError::internal("presence actor stopped")))
+                    .boxed()
+            }
+        }
+    }
+
+    fn go_offline(&self, user: UserId, reason: Reason, keep_online: bool) {
+        self.addr.do_send(GoOffline {
+            user,
+            reason,
+            keep_online,
+        });
+    }
+
+    fn other_live_socket(&self, user: UserId, except_jti: String) -> BoxFuture<'static, bool> {
+        let request = self.hub.send(crate::realtime::hub::HasLiveSocket {
+            user,
+            except_jti: Some(except_jti),
+        });
+        async move { request.await.unwrap_or(false) }.boxed()
+    }
+
+    fn snapshot(&self) -> BoxFuture<'static, Live> {
+        let request = self.addr.send(Snapshot);
+        async move {
+            match request.await {
+                Ok(live) => live,
+                Err(e) => {
+                    log::warn!("presence did not answer, showing stored presence: {e}");
+                    Live::new()
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn sweep(&self) -> BoxFuture<'static, AppResult<usize>> {
+        let request = self.addr.send(Sweep);
+        async move {
+            request
+                .await
+                .map_err(|e| AppError::internal(format!("presence: {e}")))
+        }
+        .boxed()
+    }
+
+    fn flush_now(&self) -> BoxFuture<'static, AppResult<()>> {
+        let request = self.addr.send(FlushNow);
+        async move {
+            request
+                .await
+                .map_err(|e| AppError::internal(format!("presence: {e}")))?
+        }
+        .boxed()
     }
 }
 

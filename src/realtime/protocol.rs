@@ -6,9 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::db::{ConversationId, FileId, UserId};
-use crate::domain::attendance::AttendanceRecord;
 use crate::domain::chat::Message;
 use crate::domain::checkins::{Checkin, Stats};
+use crate::domain::events::Notice;
 use crate::domain::users::UserView;
 use crate::error::{AppError, ErrorBody};
 
@@ -184,43 +184,15 @@ pub enum ServerFrame {
     ConversationLeft {
         conversation_id: ConversationId,
     },
-    /// A conversation was opened with this user (an addition to §4): sent to both
-    /// participants' sockets so that a trainer sees a member's new chat at once.
-    ConversationCreated {
-        conversation_id: ConversationId,
-        created_by: UserId,
-    },
     MessageAck {
         client_msg_id: String,
         message: Message,
-    },
-    NewMessage {
-        message: Message,
-    },
-    Typing {
-        conversation_id: ConversationId,
-        user_id: UserId,
-        is_typing: bool,
-    },
-    ReadReceipt {
-        conversation_id: ConversationId,
-        user_id: UserId,
-        seq: i64,
     },
     CheckInSuccess {
         checkin: Checkin,
     },
     CheckOutSuccess {
         checkin: Checkin,
-    },
-    MemberCheckedIn {
-        checkin: Checkin,
-    },
-    MemberCheckedOut {
-        checkin: Checkin,
-    },
-    StatsUpdate {
-        stats: Stats,
     },
     InitialStats {
         stats: Stats,
@@ -232,55 +204,50 @@ pub enum ServerFrame {
     AttendanceRoomLeft {
         employee_id: UserId,
     },
-    AttendanceUpdate {
-        record: AttendanceRecord,
-    },
     GeneralAttendanceJoined {},
     GeneralAttendanceLeft {},
-    GeneralAttendanceUpdate {
-        record: AttendanceRecord,
-    },
     PresenceSnapshot {
         users: Vec<UserView>,
     },
     PresenceUnsubscribed {},
-    PresenceUpdate {
-        user_id: UserId,
-        is_online: bool,
-        #[serde(with = "crate::time::rfc3339::option")]
-        last_seen: Option<DateTime<Utc>>,
-        reason: &'static str,
-    },
     Error(ErrorBody),
 }
 
 #[derive(Serialize)]
-struct Envelope<'a> {
+struct Envelope<'a, F> {
     #[serde(flatten)]
-    frame: &'a ServerFrame,
+    frame: &'a F,
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     reference: Option<&'a Value>,
+}
+
+/// A domain notice as the frame of the same name, serialized once for all its recipients
+/// (PROTOCOL §4; [`Notice`] mirrors those frames field for field).
+pub fn encode_notice(notice: &Notice) -> bytestring::ByteString {
+    encode_frame(notice, None)
+}
+
+fn encode_frame<F: Serialize>(frame: &F, reference: Option<&Value>) -> bytestring::ByteString {
+    let env = Envelope { frame, reference };
+    match serde_json::to_string(&env) {
+        Ok(s) => s.into(),
+        Err(e) => {
+            // Every payload is plain data: this only happens on a bug. Say so to the
+            // client rather than sending nothing.
+            log::error!("cannot serialize a server frame: {e}");
+            r#"{"type":"error","payload":{"code":"internal","message":"internal error"}}"#.into()
+        }
+    }
 }
 
 impl ServerFrame {
     /// Serializes the frame once, with the `ref` of the client frame it answers.
     pub fn encode(&self, reference: Option<&Value>) -> bytestring::ByteString {
-        let env = Envelope {
-            frame: self,
-            reference,
-        };
-        match serde_json::to_string(&env) {
-            Ok(s) => s.into(),
-            Err(e) => {
-                // Every payload is plain data: this only happens on a bug. Say so to the
-                // client rather than sending nothing.
-                log::error!("cannot serialize a server frame: {e}");
-                r#"{"type":"error","payload":{"code":"internal","message":"internal error"}}"#
-                    .into()
-            }
-        }
+        encode_frame(self, reference)
     }
+}
 
+impl ServerFrame {
     pub fn error(e: &AppError) -> ServerFrame {
         ServerFrame::Error(e.body())
     }

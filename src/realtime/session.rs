@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::dispatch::{self, Outcome};
 use super::gate::Ticket;
-use super::hub::{Connect, Disconnect, Outbound, SessionId, SetToken, ToSession};
+use super::hub::{Connect, Disconnect, Outbound, SetToken, SocketId, ToSession};
 use super::ordering::{self, Gap, Streams};
 use super::outflow::{ConnSocket, CountedBody, Outflow};
 use super::protocol::{self, ClientFrame, Incoming, ServerFrame};
@@ -81,7 +81,7 @@ struct Unacked {
 
 /// The session actor.
 pub struct WsSession {
-    id: SessionId,
+    id: SocketId,
     state: AppState,
     auth: Option<AuthUser>,
     /// A token given in the URL, checked when the actor starts.
@@ -119,7 +119,10 @@ impl WsSession {
     ) -> WsSession {
         let bucket = Bucket::new(state.config.ws_rate_per_sec, state.config.ws_burst);
         WsSession {
-            id: SessionId(NEXT_SESSION.fetch_add(1, Ordering::Relaxed)),
+            id: SocketId {
+                instance: state.broker.instance(),
+                session: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            },
             state,
             auth: None,
             url_token,
@@ -157,13 +160,16 @@ impl WsSession {
         reference: Option<&Value>,
     ) {
         if let AppError::Internal(detail) = e {
-            log::error!("session {}: internal error: {detail}", self.id.0);
+            log::error!("session {}: internal error: {detail}", self.id.session);
         }
         self.send(ctx, &ServerFrame::error(e), reference);
     }
 
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
-        log::info!("session {}: closing with {code} ({reason})", self.id.0);
+        log::info!(
+            "session {}: closing with {code} ({reason})",
+            self.id.session
+        );
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::Other(code),
             description: Some(reason.to_string()),
@@ -172,6 +178,28 @@ impl WsSession {
     }
 
     fn authenticate(
+        &mut self,
+        ctx: &mut ws::WebsocketContext<Self>,
+        token: &str,
+        reference: Option<&Value>,
+    ) {
+        // A user this instance has not heard of (created through another instance) is
+        // loaded from the database first; frames wait meanwhile, in order.
+        if let Some(id) = crate::auth::unknown_user(&self.state, token) {
+            let state = self.state.clone();
+            let (token, reference) = (token.to_string(), reference.cloned());
+            let load = async move { crate::domain::directory::reload(&state, id).await };
+            ctx.wait(
+                load.into_actor(self).map(move |_, act, ctx| {
+                    act.authenticate_known(ctx, &token, reference.as_ref())
+                }),
+            );
+            return;
+        }
+        self.authenticate_known(ctx, token, reference)
+    }
+
+    fn authenticate_known(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         token: &str,
@@ -194,7 +222,11 @@ impl WsSession {
         });
         self.gate_ticket = None;
         self.schedule_expiry(ctx, user.exp);
-        log::info!("session {}: user {} authenticated", self.id.0, user.id);
+        log::info!(
+            "session {}: user {} authenticated",
+            self.id.session,
+            user.id
+        );
         let entry = self.state.directory.get(user.id);
         self.auth = Some(user.clone());
         if let Some(entry) = entry {
@@ -514,7 +546,7 @@ impl WsSession {
         };
         log::warn!(
             "session {}: seqs {}..={} of conversation {} missing from the live stream: filling from storage",
-            self.id.0,
+            self.id.session,
             gap.after + 1,
             gap.upto,
             gap.conversation
@@ -629,7 +661,7 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Continuation(_)) | Ok(ws::Message::Nop) => {}
             Err(ws::ProtocolError::Overflow) => self.close(ctx, 1009, "frame too big"),
             Err(e) => {
-                log::info!("session {}: protocol error: {e}", self.id.0);
+                log::info!("session {}: protocol error: {e}", self.id.session);
                 self.close(ctx, 1002, "protocol error");
             }
         }
@@ -656,7 +688,10 @@ pub async fn upgrade(
     };
     let mut session = WsSession::new(state.get_ref().clone(), token, conversation);
     session.conn = req.conn_data::<ConnSocket>().copied();
-    let peer = req.peer_addr().map(|a| a.ip());
+    // Behind a trusted proxy, the client's address, not the proxy's.
+    let peer = crate::http::auth::client_addr(&req, &state.config.trusted_proxies)
+        .parse::<std::net::IpAddr>()
+        .ok();
     if !origin_ok {
         session.refuse = Some((CLOSE_FORBIDDEN, "origin not allowed"));
     } else if let (Some(ip), None) = (peer, &session.url_token) {
