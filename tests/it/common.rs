@@ -44,7 +44,8 @@ fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
 }
 
-fn in_ci() -> bool {
+/// True in CI, where a missing PostgreSQL (or Redis) fails a test instead of skipping it.
+pub fn in_ci() -> bool {
     std::env::var("CI")
         .map(|v| !v.is_empty() && v != "false")
         .unwrap_or(false)
@@ -165,6 +166,37 @@ impl TestApp {
         self.base = format!("http://{addr}");
         self.ws_base = format!("ws://{addr}");
         self.child = Some(child);
+    }
+
+    /// Another instance of the same deployment: this one's settings (database, JWT secret,
+    /// data directory, …) with `env` on top, on its own port and in its own working
+    /// directory. The database is this one's, so the sibling drops none when it goes.
+    pub fn sibling(&self, env: &[(&str, &str)]) -> TestApp {
+        let mut vars = self.env.clone();
+        for (k, v) in env {
+            vars.retain(|(key, _)| key != k);
+            vars.push((k.to_string(), v.to_string()));
+        }
+        let mut app = TestApp {
+            base: String::new(),
+            ws_base: String::new(),
+            backend: self.backend,
+            env: vars,
+            dir: tempfile::tempdir().expect("tempdir"),
+            child: None,
+            log: Arc::new(Mutex::new(String::new())),
+            pg_db: None,
+        };
+        app.spawn();
+        app
+    }
+
+    /// SIGKILL: the process dies at once, without draining or closing its sockets.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
     /// The server's resident memory, in KiB (Linux).

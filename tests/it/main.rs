@@ -11,6 +11,7 @@ mod browser_day;
 mod chat;
 mod checkins;
 mod cli;
+mod cluster;
 mod demo;
 mod faults;
 mod files;

@@ -1,8 +1,9 @@
 //! `spotter-bench`: load generator for Spotter (issue #6). Every scenario runs against a
-//! server it starts (`--spawn`, a temp data dir and SQLite) or running ones (`--url`,
-//! repeatable: sockets are spread over the instances), optionally side by side with the
-//! minimal reference server (`--compare`), and prints a table and, with `--json`, JSON.
-//! See BENCHMARKS.md for the commands and results.
+//! server it starts (`--spawn`, a temp data dir and SQLite; `--spawn-instances N`: N
+//! instances sharing the PostgreSQL database and Redis given with `--server-env`) or
+//! running ones (`--url`, repeatable: sockets are spread over the instances), optionally
+//! side by side with the minimal reference server (`--compare`), and prints a table and,
+//! with `--json`, JSON. See BENCHMARKS.md for the commands and results.
 
 mod client;
 mod heartbeat;
@@ -34,8 +35,15 @@ struct Common {
     /// Start this Spotter binary (fresh temp data dir, SQLite) for the run.
     #[arg(long)]
     spawn: Option<PathBuf>,
+    /// With --spawn: start this many Spotter instances on free ports, one after the other,
+    /// sharing one data dir, JWT secret and the --server-env, which must name a shared
+    /// database and Redis when N > 1 (--server-env SPOTTER_DATABASE_URL=postgres://…
+    /// --server-env SPOTTER_REDIS_URL=redis://…). Sockets are spread over them as with
+    /// several --url; server CPU and memory are the sum over every instance.
+    #[arg(long = "spawn-instances", default_value_t = 1)]
+    spawn_instances: usize,
     /// Use running instance(s) instead (repeatable: sockets are spread over them).
-    #[arg(long)]
+    #[arg(long, visible_alias = "target")]
     url: Vec<String>,
     /// With --url: server process id(s) whose CPU and memory are measured.
     #[arg(long = "server-pid")]
@@ -228,8 +236,14 @@ impl Targets {
     }
 
     fn spotter(&self) -> Result<Target, String> {
+        let opts = self.spawn_opts()?;
+        check_instances(
+            self.common.spawn.is_some(),
+            self.common.spawn_instances,
+            &opts.env,
+        )?;
         if let Some(bin) = &self.common.spawn {
-            return Target::spawn(Flavor::Spotter, bin, &self.spawn_opts()?);
+            return Target::spawn_many(Flavor::Spotter, bin, &opts, self.common.spawn_instances);
         }
         if self.common.url.is_empty() {
             return Err("give --spawn PATH_TO_SPOTTER or --url URL".into());
@@ -286,6 +300,40 @@ impl Targets {
         }
         Ok(out)
     }
+}
+
+/// `--spawn-instances N`: with --spawn only, and N > 1 only with a shared PostgreSQL
+/// database and Redis in the servers' environment (without Redis two instances would not
+/// see each other's messages, and the run would only count losses).
+fn check_instances(spawn: bool, n: usize, env: &[(String, String)]) -> Result<(), String> {
+    if n == 0 {
+        return Err("--spawn-instances must be at least 1".into());
+    }
+    if n == 1 {
+        return Ok(());
+    }
+    if !spawn {
+        return Err(
+            "--spawn-instances needs --spawn PATH (for running instances, give --url once per instance)"
+                .into(),
+        );
+    }
+    let get = |key: &str| {
+        env.iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let shared_db = get("SPOTTER_DATABASE_URL")
+        .is_some_and(|u| u.starts_with("postgres://") || u.starts_with("postgresql://"));
+    let redis = get("SPOTTER_REDIS_URL").is_some_and(|u| !u.trim().is_empty());
+    if !shared_db || !redis {
+        return Err(format!(
+            "--spawn-instances {n} needs a shared database and Redis: add \
+             --server-env SPOTTER_DATABASE_URL=postgres://… --server-env SPOTTER_REDIS_URL=redis://…"
+        ));
+    }
+    Ok(())
 }
 
 fn secs(s: u64) -> Duration {
@@ -673,5 +721,81 @@ fn main() -> ExitCode {
             eprintln!("spotter-bench: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn one_instance_needs_nothing_shared() {
+        assert!(check_instances(true, 1, &[]).is_ok());
+        assert!(check_instances(false, 1, &[]).is_ok());
+        assert!(check_instances(true, 0, &[]).is_err());
+    }
+
+    #[test]
+    fn several_instances_need_spawn_postgres_and_redis() {
+        let pg = (
+            "SPOTTER_DATABASE_URL",
+            "postgres://postgres@127.0.0.1:5432/bench",
+        );
+        let redis = ("SPOTTER_REDIS_URL", "redis://127.0.0.1:6379");
+        assert!(check_instances(true, 2, &env(&[pg, redis])).is_ok());
+        assert!(check_instances(false, 2, &env(&[pg, redis])).is_err());
+        assert!(check_instances(true, 2, &env(&[pg])).is_err());
+        assert!(check_instances(true, 2, &env(&[redis])).is_err());
+        let sqlite = ("SPOTTER_DATABASE_URL", "sqlite:///tmp/x.db");
+        assert!(check_instances(true, 2, &env(&[sqlite, redis])).is_err());
+        // The last value given wins, as in the spawned servers' environment.
+        assert!(check_instances(true, 2, &env(&[pg, sqlite, redis])).is_err());
+        assert!(check_instances(true, 2, &env(&[sqlite, pg, redis])).is_ok());
+    }
+
+    #[test]
+    fn the_two_instance_command_parses() {
+        let cli = Cli::try_parse_from([
+            "spotter-bench",
+            "fanout",
+            "--spawn",
+            "target/release/spotter",
+            "--spawn-instances",
+            "2",
+            "--server-env",
+            "SPOTTER_DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench",
+            "--server-env",
+            "SPOTTER_REDIS_URL=redis://127.0.0.1:6379",
+        ])
+        .unwrap();
+        let Command::Fanout { common, .. } = cli.command else {
+            panic!("not fanout");
+        };
+        assert_eq!(common.spawn_instances, 2);
+        let t = Targets { common };
+        let opts = t.spawn_opts().unwrap();
+        assert!(check_instances(true, 2, &opts.env).is_ok());
+        // --target is --url.
+        let cli = Cli::try_parse_from([
+            "spotter-bench",
+            "fanout",
+            "--target",
+            "http://10.0.0.1:8080",
+            "--target",
+            "http://10.0.0.2:8080",
+        ])
+        .unwrap();
+        let Command::Fanout { common, .. } = cli.command else {
+            panic!("not fanout");
+        };
+        assert_eq!(common.url.len(), 2);
+        assert_eq!(common.spawn_instances, 1);
     }
 }

@@ -11,6 +11,12 @@
 //!
 //! With one publisher per room only the trainer sends (one-way); with two or more, sockets
 //! of both users send (two-way chat, `fanout --two-way`).
+//!
+//! With several instances (`--spawn-instances 2`, or `--url` twice) every room spans them:
+//! each user's sockets alternate between the instances, the first two publishers of a room
+//! sit on different instances, and the rooms' first publishers alternate too (see
+//! `instance_for`). So about half of every message's receivers are on another instance
+//! than its sender, and each of those deliveries crosses Redis.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -136,6 +142,40 @@ fn sent_at(content: &str) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
+/// The instance (index into the target's URLs, of `n`) of socket `j` of room `room`.
+/// Sockets alternate between the room's two users (even `j`: the trainer, odd: the
+/// member); the `k`-th socket of a user goes to instance `room + user + k` (mod n). So
+/// each user's sockets go round the instances, publishers 0 and 1 (the trainer's and the
+/// member's first sockets) are on different instances, and the receivers of any socket's
+/// messages are spread evenly over the instances (with two: half on the sender's, half
+/// on the other).
+pub fn instance_for(room: usize, j: usize, n: usize) -> usize {
+    if n <= 1 {
+        return 0;
+    }
+    (room + j % 2 + j / 2) % n
+}
+
+/// The share of deliveries whose receiver is on another instance than the sender, over
+/// every publisher of every room (0 with one instance).
+fn cross_instance_share(plans: &[SocketPlan]) -> f64 {
+    let (mut cross, mut all) = (0usize, 0usize);
+    for p in plans.iter().filter(|p| p.publisher) {
+        for q in plans
+            .iter()
+            .filter(|q| q.room == p.room && q.source != p.source)
+        {
+            all += 1;
+            cross += (q.base != p.base) as usize;
+        }
+    }
+    if all == 0 {
+        0.0
+    } else {
+        cross as f64 / all as f64
+    }
+}
+
 /// Creates the users and conversations and plans every socket.
 async fn plan(target: &Target, spec: &RoomsSpec) -> Result<Vec<SocketPlan>, String> {
     let http = client::http_client(None, 16);
@@ -153,7 +193,7 @@ async fn plan(target: &Target, spec: &RoomsSpec) -> Result<Vec<SocketPlan>, Stri
             plans.push(SocketPlan {
                 room,
                 conversation,
-                base: target.urls[n % target.urls.len()].clone(),
+                base: target.urls[instance_for(room, j, target.urls.len())].clone(),
                 token: user.token.clone(),
                 publisher: j < spec.publishers_per_room,
                 source: n,
@@ -291,6 +331,13 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
     );
     report.param("duration_s", json!(spec.duration.as_secs_f64()));
     report.param("client_threads", json!(threads));
+    if target.urls.len() > 1 {
+        report.param("instances", json!(target.urls.len()));
+        report.param(
+            "receivers_on_another_instance",
+            json!((cross_instance_share(&plans) * 1000.0).round() / 1000.0),
+        );
+    }
     report.metric("sockets", plans.len() as f64, "");
     report.metric("connect_errors", connect_errors.len() as f64, "");
     report.metric("sent", sent as f64, "msg");
@@ -329,6 +376,13 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
         },
         "µs",
     );
+    if target.pids.len() < target.urls.len() {
+        report.note(format!(
+            "server CPU and memory cover {} process(es) for {} instance(s): give --server-pid for each",
+            target.pids.len(),
+            target.urls.len()
+        ));
+    }
     if let Some(e) = connect_errors.first() {
         report.note(format!(
             "{} socket(s) failed to connect, first: {e}",
@@ -578,5 +632,78 @@ fn on_text(
             res.errors += 1;
         }
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plans `rooms` × `sockets` over `n` instances as `plan` does, without a server.
+    fn plans(rooms: usize, sockets: usize, publishers: usize, n: usize) -> Vec<SocketPlan> {
+        let mut out = Vec::new();
+        for room in 0..rooms {
+            for j in 0..sockets {
+                out.push(SocketPlan {
+                    room,
+                    conversation: room as i64,
+                    base: format!("http://instance-{}", instance_for(room, j, n)),
+                    token: if j % 2 == 0 { "trainer" } else { "member" }.into(),
+                    publisher: j < publishers,
+                    source: out.len(),
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn one_instance_takes_every_socket() {
+        for room in 0..5 {
+            for j in 0..50 {
+                assert_eq!(instance_for(room, j, 1), 0);
+                assert_eq!(instance_for(room, j, 0), 0);
+            }
+        }
+        assert_eq!(cross_instance_share(&plans(10, 50, 1, 1)), 0.0);
+    }
+
+    #[test]
+    fn two_instances_split_every_room_and_every_user() {
+        for sockets in [2usize, 3, 4, 5, 50, 51] {
+            for room in 0..4 {
+                let on = |j: usize| instance_for(room, j, 2);
+                // The first two publishers (trainer and member) are on different instances.
+                assert_ne!(on(0), on(1), "room {room}, {sockets} sockets");
+                // Rooms' first publishers alternate: both instances store messages.
+                assert_eq!(on(0), room % 2);
+                // Each user's sockets alternate between the instances.
+                for user in 0..2 {
+                    let mine: Vec<usize> = (user..sockets).step_by(2).map(on).collect();
+                    for w in mine.windows(2) {
+                        assert_ne!(w[0], w[1], "user {user}: {mine:?}");
+                    }
+                }
+                // The receivers of publisher 0 are split in half: their instances run
+                // away, away, home, home, … so the two counts differ by at most 2.
+                let others: Vec<usize> = (1..sockets).map(on).collect();
+                let away = others.iter().filter(|&&i| i != on(0)).count();
+                let home = others.len() - away;
+                assert!(away.abs_diff(home) <= 2, "{sockets}: {away} vs {home}");
+                assert!(away >= 1);
+            }
+        }
+    }
+
+    #[test]
+    fn about_half_the_deliveries_cross_instances() {
+        // The benchmark's shapes: 10 rooms × 50 sockets, one-way and two-way.
+        for publishers in [1, 2] {
+            let share = cross_instance_share(&plans(10, 50, publishers, 2));
+            assert!((0.45..=0.55).contains(&share), "{publishers}: {share}");
+        }
+        // Three instances: two thirds of the receivers are elsewhere.
+        let share = cross_instance_share(&plans(10, 51, 1, 3));
+        assert!((0.6..=0.72).contains(&share), "{share}");
     }
 }

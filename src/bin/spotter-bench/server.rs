@@ -1,6 +1,7 @@
 //! The servers under test: spawning Spotter or the reference server with a temporary data
-//! dir and SQLite database, or pointing at running ones; reading their CPU time and memory
-//! from /proc.
+//! dir and SQLite database (or several Spotter instances sharing the PostgreSQL database and
+//! Redis given in their environment), or pointing at running ones; reading their CPU time
+//! and memory from /proc.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -46,9 +47,20 @@ pub struct Target {
     spawned: Option<Spawned>,
 }
 
+/// The processes a run started, and the temp dir they share (data dir, SQLite, logs).
 struct Spawned {
-    child: Child,
+    /// One per instance, in the order of `Target::urls`.
+    children: Vec<Child>,
     dir: PathBuf,
+}
+
+/// The log file of the `i`-th spawned instance.
+fn log_name(i: usize) -> String {
+    if i == 0 {
+        "server.log".into()
+    } else {
+        format!("server-{}.log", i + 1)
+    }
 }
 
 /// Extra environment for spawned Spotter servers (`--server-env K=V`).
@@ -79,102 +91,132 @@ impl Target {
 
     /// Starts `binary` on a free port with a fresh data dir and SQLite database.
     pub fn spawn(flavor: Flavor, binary: &Path, opts: &SpawnOptions) -> Result<Target, String> {
-        let port = free_port()?;
+        Target::spawn_many(flavor, binary, opts, 1)
+    }
+
+    /// Starts `instances` copies of `binary`, each on its own free port, one after the
+    /// other (each ready before the next starts, so that a fresh database is migrated and
+    /// its admin created once). They share one data dir (uploads), the JWT secret and the
+    /// admin password; several instances must also share a database and Redis, which come
+    /// from `opts.env` (`SPOTTER_DATABASE_URL=postgres://…`, `SPOTTER_REDIS_URL=…`), and
+    /// are ready when `/readyz` answers 200 (database and Redis reachable).
+    pub fn spawn_many(
+        flavor: Flavor,
+        binary: &Path,
+        opts: &SpawnOptions,
+        instances: usize,
+    ) -> Result<Target, String> {
+        let instances = instances.max(1);
+        let first_port = free_port()?;
         let dir = std::env::temp_dir().join(format!(
             "spotter-bench-{}-{}-{}",
             flavor.name(),
             std::process::id(),
-            port
+            first_port
         ));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let log = std::fs::File::create(dir.join("server.log"))
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(binary);
-        cmd.arg("serve")
-            .env("SPOTTER_BIND", format!("127.0.0.1:{port}"))
-            .env(
-                "SPOTTER_DATABASE_URL",
-                format!("sqlite://{}", dir.join("spotter.db").display()),
-            )
-            .env("SPOTTER_DATA_DIR", dir.join("data"))
-            .env("SPOTTER_ADMIN_PASSWORD", BENCH_ADMIN_PASSWORD)
-            .env("SPOTTER_JWT_SECRET", BENCH_JWT_SECRET)
-            .env("SPOTTER_WS_RATE_PER_SEC", "100000")
-            .env("SPOTTER_WS_BURST", "100000")
-            .env("SPOTTER_ACCESS_TTL_SECS", "7200")
-            // Every login of a run comes from loopback: no per-address login throttle.
-            .env("SPOTTER_LOGIN_MAX_FAILURES", "1000000")
-            // A fanout room is 2 users with up to hundreds of sockets: no per-user cap.
-            .env("SPOTTER_WS_MAX_PER_USER", "0")
-            .env("RUST_LOG", &opts.rust_log)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2);
-        for (k, v) in &opts.env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
-        let pid = child.id();
         let mut target = Target {
             flavor,
-            urls: vec![format!("http://127.0.0.1:{port}")],
-            pids: vec![pid],
+            urls: Vec::new(),
+            pids: Vec::new(),
             admin_password: BENCH_ADMIN_PASSWORD.into(),
-            spawned: Some(Spawned { child, dir }),
+            spawned: Some(Spawned {
+                children: Vec::new(),
+                dir: dir.clone(),
+            }),
         };
-        target.wait_ready()?;
+        for i in 0..instances {
+            // Picked once the previous instance listens, so that two never get one port.
+            let port = if i == 0 { first_port } else { free_port()? };
+            let child = start(binary, opts, &dir, port, &log_name(i))?;
+            target.pids.push(child.id());
+            target.urls.push(format!("http://127.0.0.1:{port}"));
+            if let Some(s) = target.spawned.as_mut() {
+                s.children.push(child);
+            }
+            if instances > 1 {
+                let name = format!("spotter instance {} of {instances}", i + 1);
+                target.wait_ready(i, &name, "/readyz")?;
+            } else {
+                let name = format!("the {} server", flavor.name());
+                target.wait_ready(i, &name, "/healthz")?;
+            }
+        }
         Ok(target)
     }
 
-    fn wait_ready(&mut self) -> Result<(), String> {
-        let addr = self.urls[0].trim_start_matches("http://").to_string();
+    /// Waits until instance `i` (`name` in errors) answers `path` with 200.
+    fn wait_ready(&mut self, i: usize, name: &str, path: &str) -> Result<(), String> {
+        let addr = self.urls[i].trim_start_matches("http://").to_string();
         let start = Instant::now();
         loop {
-            if let Some(s) = self.spawned.as_mut() {
-                if let Ok(Some(status)) = s.child.try_wait() {
-                    return Err(format!(
-                        "the {} server exited during startup ({status}); its log:\n{}",
-                        self.flavor.name(),
-                        self.log_tail()
-                    ));
-                }
+            let exited = self
+                .spawned
+                .as_mut()
+                .and_then(|s| s.children.get_mut(i))
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                return Err(format!(
+                    "{name} exited during startup ({status}); its log:\n{}",
+                    self.instance_log_tail(i)
+                ));
             }
-            if http_ok(&addr, "/healthz") {
+            if http_ok(&addr, path) {
                 return Ok(());
             }
             if start.elapsed() > STARTUP_TIMEOUT {
                 return Err(format!(
-                    "the {} server did not answer /healthz within {STARTUP_TIMEOUT:?}; its log:\n{}",
-                    self.flavor.name(),
-                    self.log_tail()
+                    "{name} did not answer {path} with 200 within {STARTUP_TIMEOUT:?}; its log:\n{}",
+                    self.instance_log_tail(i)
                 ));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// The last lines of a spawned server's log (for error messages).
-    pub fn log_tail(&self) -> String {
+    /// The last lines of the `i`-th spawned instance's log.
+    fn instance_log_tail(&self, i: usize) -> String {
         let Some(s) = &self.spawned else {
             return String::new();
         };
-        let text = std::fs::read_to_string(s.dir.join("server.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(s.dir.join(log_name(i))).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Whether a spawned server is still running.
+    /// The last lines of each spawned instance's log (for error messages).
+    pub fn log_tail(&self) -> String {
+        let Some(s) = &self.spawned else {
+            return String::new();
+        };
+        if s.children.len() <= 1 {
+            return self.instance_log_tail(0);
+        }
+        (0..s.children.len())
+            .map(|i| {
+                format!(
+                    "-- instance {} ({}):\n{}",
+                    i + 1,
+                    self.urls[i],
+                    self.instance_log_tail(i)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Whether every spawned instance is still running.
     pub fn alive(&mut self) -> bool {
         match self.spawned.as_mut() {
-            Some(s) => matches!(s.child.try_wait(), Ok(None)),
+            Some(s) => s
+                .children
+                .iter_mut()
+                .all(|c| matches!(c.try_wait(), Ok(None))),
             None => true,
         }
     }
 
-    /// Total user+system CPU time of the server processes.
+    /// Total user+system CPU time of the server processes (every instance's).
     pub fn cpu(&self) -> Duration {
         self.pids.iter().map(|p| proc_cpu(*p)).sum()
     }
@@ -194,22 +236,73 @@ impl Drop for Target {
         let Some(s) = self.spawned.as_mut() else {
             return;
         };
-        // SIGTERM first so the server drains and exits cleanly, then kill if it lingers.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(s.child.id().to_string())
-            .status();
+        // SIGTERM first so the servers drain and exit cleanly, then kill any that linger.
+        for c in &mut s.children {
+            if !matches!(c.try_wait(), Ok(None)) {
+                continue;
+            }
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+        }
         let start = Instant::now();
         while start.elapsed() < STOP_TIMEOUT {
-            if let Ok(Some(_)) = s.child.try_wait() {
+            if s.children
+                .iter_mut()
+                .all(|c| matches!(c.try_wait(), Ok(Some(_))))
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = s.child.kill();
-        let _ = s.child.wait();
+        for c in &mut s.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = std::fs::remove_dir_all(&s.dir);
     }
+}
+
+/// Starts one server process on `port`, with `dir`'s data dir and SQLite database (which
+/// `opts.env` may replace), logging into `dir/log`.
+fn start(
+    binary: &Path,
+    opts: &SpawnOptions,
+    dir: &Path,
+    port: u16,
+    log: &str,
+) -> Result<Child, String> {
+    let log_path = dir.join(log);
+    let log =
+        std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+    let log2 = log.try_clone().map_err(|e| e.to_string())?;
+    let mut cmd = Command::new(binary);
+    cmd.arg("serve")
+        .env("SPOTTER_BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "SPOTTER_DATABASE_URL",
+            format!("sqlite://{}", dir.join("spotter.db").display()),
+        )
+        .env("SPOTTER_DATA_DIR", dir.join("data"))
+        .env("SPOTTER_ADMIN_PASSWORD", BENCH_ADMIN_PASSWORD)
+        .env("SPOTTER_JWT_SECRET", BENCH_JWT_SECRET)
+        .env("SPOTTER_WS_RATE_PER_SEC", "100000")
+        .env("SPOTTER_WS_BURST", "100000")
+        .env("SPOTTER_ACCESS_TTL_SECS", "7200")
+        // Every login of a run comes from loopback: no per-address login throttle.
+        .env("SPOTTER_LOGIN_MAX_FAILURES", "1000000")
+        // A fanout room is 2 users with up to hundreds of sockets: no per-user cap.
+        .env("SPOTTER_WS_MAX_PER_USER", "0")
+        .env("RUST_LOG", &opts.rust_log)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2);
+    for (k, v) in &opts.env {
+        cmd.env(k, v);
+    }
+    cmd.spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))
 }
 
 fn free_port() -> Result<u16, String> {
