@@ -33,14 +33,19 @@ use crate::realtime::presence::{NodeGone, PresenceServer, SocketHolders};
 use crate::state::AppState;
 
 /// An instance's liveness key lives this long unless renewed.
-const LIVENESS_TTL: Duration = Duration::from_millis(2000);
+const LIVENESS_TTL: Duration = Duration::from_millis(1500);
 /// The duty lock lives this long unless renewed.
-const DUTY_TTL: Duration = Duration::from_millis(2500);
+const DUTY_TTL: Duration = Duration::from_millis(2000);
 /// How often keys are renewed and the duty and the other instances are checked.
-const TICK: Duration = Duration::from_millis(500);
-/// A liveness key must be missing this long before its instance counts as lost (a Redis
-/// that restarted empty gets every key back within a tick or two).
-const LOST_AFTER: Duration = Duration::from_millis(1000);
+const TICK: Duration = Duration::from_millis(250);
+/// A liveness key must be missing this long before its instance counts as lost.
+const LOST_AFTER: Duration = Duration::from_millis(500);
+/// A new duty holder (also after Redis came back empty) declares no instance lost
+/// before every live instance has had the time to set its key again.
+const GRACE: Duration = LIVENESS_TTL;
+// Worst case from a SIGKILL to `node_lost`: the duty holder itself died, its lock
+// expires (DUTY_TTL), another takes it within a TICK, waits GRACE (by then the dead
+// key has been missing long enough): 2.0 + 0.25 + 1.5 = 3.75 s, plus a TICK.
 
 /// Renews the duty only for its holder (the value names the holder and its fence).
 const RENEW: &str = r#"
@@ -280,9 +285,8 @@ async fn hold_duty(cluster: Arc<Cluster>, presence: Addr<PresenceServer>) {
         }
         if held {
             cluster.duty.store(true, Ordering::Release);
-            if held_since.elapsed() >= TICK {
-                watch(conn, prefix, &presence, &mut missing).await;
-            }
+            let may_declare = held_since.elapsed() >= GRACE;
+            watch(conn, prefix, &presence, &mut missing, may_declare).await;
         }
         tokio::time::sleep(TICK).await;
     }
@@ -318,6 +322,7 @@ async fn watch(
     prefix: &str,
     presence: &Addr<PresenceServer>,
     missing: &mut HashMap<InstanceId, Instant>,
+    may_declare: bool,
 ) {
     let Ok(holders) = presence.send(SocketHolders).await else {
         return;
@@ -333,7 +338,7 @@ async fn watch(
             }
             Ok(_) => {
                 let since = *missing.entry(instance).or_insert_with(Instant::now);
-                if since.elapsed() >= LOST_AFTER {
+                if may_declare && since.elapsed() >= LOST_AFTER {
                     missing.remove(&instance);
                     let n = presence.send(NodeGone(instance)).await.unwrap_or(0);
                     log::warn!(

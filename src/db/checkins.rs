@@ -206,3 +206,11 @@ pub fn versioned_day_rows(
     let rows = day_rows(conn, from, to)?;
     Ok((version, rows))
 }
+
+/// The statistics version last taken (several instances).
+pub fn current_stats_version(conn: &mut Conn) -> AppResult<i64> {
+    let row: VersionRow = with_conn!(conn, c => {
+        diesel::sql_query("SELECT version FROM stats_version WHERE id = 1").get_result(c)?
+    });
+    Ok(row.version)
+}

@@ -840,6 +840,18 @@ pub async fn init(state: &AppState) -> AppResult<()> {
     let _gate = tracker.gate.write().await;
     let now = crate::time::now();
     let counters = load_counters(state, now.date_naive()).await?;
+    // Several instances share one sequence of versions: start from the last one taken,
+    // so that every instance shows the same version for the same numbers.
+    let shared = if state.cluster.clustered() {
+        Some(
+            state
+                .db
+                .read(crate::db::checkins::current_stats_version)
+                .await?,
+        )
+    } else {
+        None
+    };
     let mut live = tracker.live();
     log::info!(
         "check-in stats loaded: {} checked in, {} check-ins today",
@@ -847,7 +859,10 @@ pub async fn init(state: &AppState) -> AppResult<()> {
         counters.today_check_ins
     );
     live.counters = counters;
-    live.version = now.timestamp_millis().max(live.version + 1);
+    live.version = match shared {
+        Some(v) => v,
+        None => now.timestamp_millis().max(live.version + 1),
+    };
     live.computed_at = now;
     live.unpublished = false;
     Ok(())

@@ -1203,6 +1203,8 @@ fn a_killed_instance_users_go_offline_and_its_duties_move() {
             login.username
         );
         assert_eq!(feed.of(login.id), reasons(&[(true, "login")]));
+        // Taken: the next update of theirs must be the one the kill causes.
+        feed.expect_for(login.id, true, "login", WAIT);
     }
     assert_eq!(online.get(&on_both.id), Some(&true));
 

@@ -369,6 +369,18 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test shows what its server said last.
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(60)..].join("\n");
+            eprintln!("--- server {} log (last 60 lines) ---\n{tail}", self.base);
+            let port = self.base.rsplit(':').next().unwrap_or("0").to_string();
+            let _ = std::fs::write(
+                std::env::temp_dir().join(format!("spotter-{port}.log")),
+                &log,
+            );
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
