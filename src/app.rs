@@ -119,7 +119,10 @@ pub async fn start(config: Config) -> AppResult<Started> {
     let (broker, cluster, remote): (Arc<dyn Broker>, _, _) = match &config.redis_url {
         Some(url) => {
             let conn = crate::broker::redis::RedisConn::new(url).map_err(AppError::Unavailable)?;
-            let prefix = format!("{}:", config.redis_prefix);
+            let prefix = match config.redis_prefix.as_str() {
+                p if p.is_empty() || p.ends_with(':') => p.to_string(),
+                p => format!("{p}:"),
+            };
             let (broker, remote) = crate::broker::redis::RedisBroker::start(
                 conn.clone(),
                 &prefix,

@@ -203,3 +203,82 @@ pub struct Envelope {
     pub origin: InstanceId,
     pub event: Event,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::MessageId;
+
+    fn message() -> Message {
+        Message {
+            id: MessageId(7),
+            conversation_id: ConversationId(3),
+            seq: 42,
+            sender_id: UserId(5),
+            content: "hi ✓".into(),
+            attachment: None,
+            client_msg_id: "c-1".into(),
+            created_at: crate::time::now(),
+        }
+    }
+
+    /// What one instance publishes, another reads back unchanged (the Redis broker sends
+    /// these bytes), and a notice is the frame of the same name.
+    #[test]
+    fn events_cross_instances_unchanged() {
+        let me = InstanceId::random();
+        let events = vec![
+            Event::Room(RoomEvent {
+                room: RoomKey::Conversation(ConversationId(3)),
+                items: vec![Item {
+                    notice: Notice::NewMessage { message: message() },
+                    skip: Some(SocketId {
+                        instance: me,
+                        session: 9,
+                    }),
+                }],
+                except_user: None,
+            }),
+            Event::Room(RoomEvent::one(
+                RoomKey::Presence,
+                Notice::PresenceUpdate {
+                    user_id: UserId(5),
+                    is_online: false,
+                    last_seen: Some(crate::time::now()),
+                    reason: Reason::NodeLost,
+                },
+            )),
+            Event::CloseUser {
+                user: UserId(5),
+                why: CloseWhy::AccountInactive,
+            },
+            Event::TokensRevoked {
+                jtis: vec![("j".into(), 99)],
+            },
+            Event::UserChanged { user: UserId(5) },
+            Event::Presence(PresenceFact::Seen {
+                users: vec![(UserId(5), 1_700_000_000_123_456)],
+            }),
+            Event::Presence(PresenceFact::NodeLost { instance: me }),
+        ];
+        for event in events {
+            let sent = Envelope { origin: me, event };
+            let bytes = serde_json::to_vec(&sent).unwrap();
+            let read: Envelope = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(read.origin, me);
+            assert_eq!(serde_json::to_vec(&read).unwrap(), bytes);
+        }
+        let frame = serde_json::to_value(Notice::NewMessage { message: message() }).unwrap();
+        assert_eq!(frame["type"], "new_message");
+        assert_eq!(frame["payload"]["message"]["seq"], 42);
+        let frame = serde_json::to_value(Notice::PresenceUpdate {
+            user_id: UserId(5),
+            is_online: true,
+            last_seen: None,
+            reason: Reason::NodeLost,
+        })
+        .unwrap();
+        assert_eq!(frame["type"], "presence_update");
+        assert_eq!(frame["payload"]["reason"], "node_lost");
+    }
+}
