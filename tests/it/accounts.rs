@@ -9,15 +9,6 @@ use serde_json::{json, Value};
 use crate::both_backends;
 use crate::common::*;
 
-fn patch(app: &TestApp, token: &str, id: i64, body: Value) -> (u16, Value) {
-    app.call(
-        "PATCH",
-        &format!("/api/users/{id}"),
-        Some(token),
-        Some(body),
-    )
-}
-
 fn refresh(app: &TestApp, refresh: &str) -> (u16, Value) {
     app.call(
         "POST",

@@ -27,17 +27,6 @@ fn pair(app: &TestApp) -> Pair {
     }
 }
 
-/// Opens (gets or creates) the conversation of `login` with `peer`.
-fn open(app: &TestApp, login: &Login, peer: i64) -> i64 {
-    let (status, body) = app.post(
-        "/api/chat/conversations",
-        &login.token,
-        json!({ "peer_id": peer }),
-    );
-    assert!(status == 200 || status == 201, "{status} {body}");
-    body["id"].as_i64().unwrap()
-}
-
 fn send(app: &TestApp, login: &Login, conv: i64, content: &str, cmid: &str) -> Value {
     let (status, body) = app.post(
         "/api/chat/messages",

@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use crate::common::*;
 use crate::files::{upload, PNG};
 use crate::integrity::FAST_SOCKETS;
+use crate::presence::log_reasons;
 
 // ---------------------------------------------------------------------------------------
 // The test's own Redis
@@ -231,17 +232,6 @@ fn new_user(app: &TestApp, admin: &Login, role: &str) -> String {
     username
 }
 
-/// Opens (gets or creates) the direct conversation of `login` with `peer`.
-fn open(app: &TestApp, login: &Login, peer: i64) -> i64 {
-    let (status, body) = app.post(
-        "/api/chat/conversations",
-        &login.token,
-        json!({ "peer_id": peer }),
-    );
-    assert!(status == 200 || status == 201, "{status} {body}");
-    body["id"].as_i64().unwrap()
-}
-
 /// Posts a message over HTTP; asserts 201 and answers the stored message.
 fn post_message(app: &TestApp, login: &Login, conv: i64, cmid: &str) -> Value {
     let (status, body) = app.post(
@@ -296,22 +286,6 @@ fn online_map(app: &TestApp, admin: &str) -> HashMap<i64, bool> {
         .unwrap()
         .iter()
         .map(|u| (u["id"].as_i64().unwrap(), u["is_online"] == true))
-        .collect()
-}
-
-/// The presence log of `id` as (is_online, reason), oldest first.
-fn log_reasons(app: &TestApp, admin: &str, id: i64) -> Vec<(bool, String)> {
-    let (status, body) = app.get(&format!("/api/users/{id}/presence-log"), admin);
-    assert_eq!(status, 200, "{body}");
-    body.as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["is_online"].as_bool().unwrap(),
-                e["reason"].as_str().unwrap().to_string(),
-            )
-        })
         .collect()
 }
 
@@ -720,15 +694,6 @@ fn presence_on_one_instance_is_seen_on_the_other() {
 // ---------------------------------------------------------------------------------------
 // 3. Account changes across instances
 // ---------------------------------------------------------------------------------------
-
-fn patch(app: &TestApp, token: &str, id: i64, body: Value) -> (u16, Value) {
-    app.call(
-        "PATCH",
-        &format!("/api/users/{id}"),
-        Some(token),
-        Some(body),
-    )
-}
 
 /// Suspending, changing a password, logging out and demoting through A act on the user's
 /// sockets on B (4003, 4001, 4001, `presence_unsubscribed`), and B refuses the revoked

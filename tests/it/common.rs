@@ -115,10 +115,7 @@ impl TestApp {
                 pg_db = Some(name);
             }
         }
-        for (k, v) in env {
-            vars.retain(|(key, _)| key != k);
-            vars.push((k.to_string(), v.to_string()));
-        }
+        override_env(&mut vars, env);
         let mut app = TestApp {
             base: String::new(),
             ws_base: String::new(),
@@ -173,10 +170,7 @@ impl TestApp {
     /// directory. The database is this one's, so the sibling drops none when it goes.
     pub fn sibling(&self, env: &[(&str, &str)]) -> TestApp {
         let mut vars = self.env.clone();
-        for (k, v) in env {
-            vars.retain(|(key, _)| key != k);
-            vars.push((k.to_string(), v.to_string()));
-        }
+        override_env(&mut vars, env);
         let mut app = TestApp {
             base: String::new(),
             ws_base: String::new(),
@@ -616,4 +610,33 @@ macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         $crate::both_backends!(env: &[]; $($name),*);
     };
+}
+
+/// Opens (gets or creates) the direct conversation of `login` with `peer`.
+pub fn open(app: &TestApp, login: &Login, peer: i64) -> i64 {
+    let (status, body) = app.post(
+        "/api/chat/conversations",
+        &login.token,
+        json!({ "peer_id": peer }),
+    );
+    assert!(status == 200 || status == 201, "{status} {body}");
+    body["id"].as_i64().unwrap()
+}
+
+/// `PATCH /api/users/{id}` with `body`.
+pub fn patch(app: &TestApp, token: &str, id: i64, body: Value) -> (u16, Value) {
+    app.call(
+        "PATCH",
+        &format!("/api/users/{id}"),
+        Some(token),
+        Some(body),
+    )
+}
+
+/// Sets each of `env` in `vars`, replacing what was there.
+fn override_env(vars: &mut Vec<(String, String)>, env: &[(&str, &str)]) {
+    for (k, v) in env {
+        vars.retain(|(key, _)| key != k);
+        vars.push((k.to_string(), v.to_string()));
+    }
 }

@@ -27,16 +27,6 @@ pub const FAST_SOCKETS: &[(&str, &str)] = &[
     ("SPOTTER_WS_BURST", "100000"),
 ];
 
-fn open(app: &TestApp, login: &Login, peer: i64) -> i64 {
-    let (status, body) = app.post(
-        "/api/chat/conversations",
-        &login.token,
-        json!({ "peer_id": peer }),
-    );
-    assert!(status == 200 || status == 201, "{status} {body}");
-    body["id"].as_i64().unwrap()
-}
-
 fn join(app: &TestApp, login: &Login, conv: i64) -> Ws {
     let mut ws = app.ws_auth(login);
     ws.send_ref("join_conversation", "j", json!({ "conversation_id": conv }));

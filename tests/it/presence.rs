@@ -29,7 +29,8 @@ fn online(app: &TestApp, admin: &str, id: i64) -> bool {
         .unwrap()
 }
 
-fn log_reasons(app: &TestApp, admin: &str, id: i64) -> Vec<(bool, String)> {
+/// The presence log of `id` as (is_online, reason), oldest first.
+pub fn log_reasons(app: &TestApp, admin: &str, id: i64) -> Vec<(bool, String)> {
     let (status, body) = app.get(&format!("/api/users/{id}/presence-log"), admin);
     assert_eq!(status, 200, "{body}");
     body.as_array()
