@@ -29,7 +29,7 @@ use crate::broker::redis::{RedisConn, Remote};
 use crate::broker::Incoming;
 use crate::domain::events::{Envelope, Event, InstanceId, Notice};
 use crate::realtime::hub::{Hub, RecheckAll};
-use crate::realtime::presence::{NodeGone, PresenceServer, SocketHolders};
+use crate::realtime::presence::{NodeGone, PresenceServer, Republish, SocketHolders};
 use crate::state::AppState;
 
 /// An instance's liveness key lives this long unless renewed.
@@ -43,6 +43,9 @@ const LOST_AFTER: Duration = Duration::from_millis(500);
 /// A new duty holder (also after Redis came back empty) declares no instance lost
 /// before every live instance has had the time to set its key again.
 const GRACE: Duration = LIVENESS_TTL;
+/// Nor does it sweep before the others' socket tables (every 2 s) and heartbeats (every
+/// second, and all of them again after Redis was away) have reached it.
+const SWEEP_GRACE: Duration = Duration::from_millis(3000);
 // Worst case from a SIGKILL to `node_lost`: the duty holder itself died, its lock
 // expires (DUTY_TTL), another takes it within a TICK, waits GRACE (by then the dead
 // key has been missing long enough): 2.0 + 0.25 + 1.5 = 3.75 s, plus a TICK.
@@ -92,7 +95,8 @@ impl Cluster {
         self.redis.is_some()
     }
 
-    /// Whether this instance holds the sweeper duty now.
+    /// Whether this instance holds the sweeper duty now (and has held it long enough to
+    /// know every instance's sockets and heartbeats).
     pub fn holds_duty(&self) -> bool {
         self.duty.load(Ordering::Acquire)
     }
@@ -132,6 +136,7 @@ async fn consume(
         let envelope = match item {
             Remote::Event(e) => e,
             Remote::Reconnected => {
+                presence.do_send(Republish);
                 resync(&state, &hub).await;
                 continue;
             }
@@ -284,7 +289,8 @@ async fn hold_duty(cluster: Arc<Cluster>, presence: Addr<PresenceServer>) {
             log::warn!("lost the sweeper duty; another instance takes it over");
         }
         if held {
-            cluster.duty.store(true, Ordering::Release);
+            let sweeps = held_since.elapsed() >= SWEEP_GRACE;
+            cluster.duty.store(sweeps, Ordering::Release);
             let may_declare = held_since.elapsed() >= GRACE;
             watch(conn, prefix, &presence, &mut missing, may_declare).await;
         }

@@ -153,6 +153,9 @@ pub struct PresenceServer {
     next_seq: u64,
     /// This instance.
     me: InstanceId,
+    /// When this instance last saw each user (login, heartbeat): told again to the other
+    /// replicas after Redis was away, so that none times out a user it did not hear of.
+    local_seen: HashMap<UserId, DateTime<Utc>>,
     /// Several instances share presence (facts are published).
     clustered: bool,
     started: std::time::Instant,
@@ -185,6 +188,7 @@ impl PresenceServer {
             flushing: false,
             next_seq: 0,
             me: broker.instance(),
+            local_seen: HashMap::new(),
             clustered,
             started: std::time::Instant::now(),
             timeout: chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::seconds(120)),
@@ -290,6 +294,10 @@ impl PresenceServer {
     /// Marks a user seen at `at` (never moving `last_seen` back); brings them online with
     /// `reason` if they were offline.
     fn touch(&mut self, user: UserId, reason: Reason, at: DateTime<Utc>, ctx: &mut Context<Self>) {
+        if self.clustered {
+            let seen = self.local_seen.entry(user).or_insert(at);
+            *seen = (*seen).max(at);
+        }
         match self.users.get_mut(&user) {
             Some(e) if e.online => {
                 e.last_seen = e.last_seen.max(at);
@@ -548,6 +556,8 @@ impl Actor for PresenceServer {
             ctx.run_interval(SOCKET_TABLE_INTERVAL, |act, ctx| {
                 let users = act.socket_table();
                 act.publish_fact(PresenceFact::SocketTable { users }, ctx);
+                let cutoff = crate::time::now() - act.timeout;
+                act.local_seen.retain(|_, at| *at > cutoff);
             });
         }
     }
@@ -742,6 +752,29 @@ impl Handler<Incoming> for PresenceServer {
         if let Event::Presence(fact) = &msg.0.event {
             self.apply_fact(msg.0.origin, fact.clone(), ctx);
         }
+    }
+}
+
+/// Redis is back after an outage: tell the other replicas again what they may have missed
+/// of this instance (its sockets, and whom it saw within the timeout).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Republish;
+
+impl Handler<Republish> for PresenceServer {
+    type Result = ();
+
+    fn handle(&mut self, _: Republish, ctx: &mut Context<Self>) {
+        let cutoff = crate::time::now() - self.timeout;
+        self.local_seen.retain(|_, at| *at > cutoff);
+        let users = self
+            .local_seen
+            .iter()
+            .map(|(u, at)| (*u, at.timestamp_micros()))
+            .collect();
+        self.publish_fact(PresenceFact::Seen { users }, ctx);
+        let users = self.socket_table();
+        self.publish_fact(PresenceFact::SocketTable { users }, ctx);
     }
 }
 
