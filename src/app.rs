@@ -116,30 +116,29 @@ pub async fn start(config: Config) -> AppResult<Started> {
     // One instance: the in-process broker. Several (SPOTTER_REDIS_URL): the Redis broker,
     // whose other instances' events arrive on `remote` (`crate::cluster`).
     let instance = crate::domain::events::InstanceId::random();
-    let (broker, cluster, remote): (Arc<dyn Broker>, _, _) = match &config.redis_url {
+    let (broker, cluster): (Arc<dyn Broker>, _) = match &config.redis_url {
         Some(url) => {
             let conn = crate::broker::redis::RedisConn::new(url).map_err(AppError::Unavailable)?;
             let prefix = match config.redis_prefix.as_str() {
                 p if p.is_empty() || p.ends_with(':') => p.to_string(),
                 p => format!("{p}:"),
             };
-            let (broker, remote) = crate::broker::redis::RedisBroker::start(
+            let broker = crate::broker::redis::RedisBroker::start(
                 conn.clone(),
                 &prefix,
                 instance,
                 hub.clone().recipient(),
+                metrics.clone(),
             );
             log::info!("instance {instance}: several instances share Redis (prefix {prefix:?})");
             (
                 Arc::new(broker),
                 crate::cluster::Cluster::redis(instance, conn, &prefix),
-                Some(remote),
             )
         }
         None => (
             Arc::new(MemoryBroker::new(instance, hub.clone().recipient())),
             crate::cluster::Cluster::single(instance),
-            None,
         ),
     };
     let cluster = Arc::new(cluster);
@@ -184,7 +183,7 @@ pub async fn start(config: Config) -> AppResult<Started> {
     };
     crate::domain::checkins::init(&state).await?;
     crate::domain::chat::start_publisher(&state);
-    crate::cluster::start(&state, hub, presence, remote);
+    crate::cluster::start(&state, hub, presence);
     state.db.start_checkpointer();
     let sweeper = Sweeper::new(state.clone()).start();
     Ok(Started { state, sweeper })

@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 use actix::Addr;
 use tokio::sync::mpsc;
 
-use crate::broker::redis::{RedisConn, Remote};
-use crate::broker::Incoming;
+use crate::broker::redis::RedisConn;
+use crate::broker::{Incoming, Remote};
 use crate::domain::events::{Envelope, Event, InstanceId, Notice};
 use crate::realtime::hub::{Hub, RecheckAll};
 use crate::realtime::presence::{NodeGone, PresenceServer, Republish, SocketHolders};
@@ -109,13 +109,8 @@ impl Cluster {
 
 /// Starts what several instances need: the consumer of other instances' events, the
 /// liveness key, the duty lock and the watch of the other instances.
-pub fn start(
-    state: &AppState,
-    hub: Addr<Hub>,
-    presence: Addr<PresenceServer>,
-    remote: Option<mpsc::Receiver<Remote>>,
-) {
-    if let Some(remote) = remote {
+pub fn start(state: &AppState, hub: Addr<Hub>, presence: Addr<PresenceServer>) {
+    if let Some(remote) = state.broker.subscribe() {
         actix_web::rt::spawn(consume(state.clone(), hub, presence.clone(), remote));
     }
     if state.cluster.redis.is_some() {

@@ -112,6 +112,10 @@ pub struct Metrics {
     pub ws_bad_frames: IntCounter,
     pub ws_rate_limited: IntCounter,
     pub ws_slow_closed: IntCounter,
+    /// Events for other instances not published (Redis away or its queue full).
+    pub broker_dropped: IntCounter,
+    /// Events published to the other instances.
+    pub broker_published: IntCounter,
     pub ws_gaps_filled: IntCounter,
     pub ws_stats_coalesced: IntCounter,
     pub broadcast_fanout: Histogram,
@@ -183,6 +187,16 @@ impl Metrics {
             ws_bad_frames: counter(&r, "ws_bad_frames_total", "Frames refused as malformed"),
             ws_rate_limited: counter(&r, "ws_rate_limited_total", "Frames over the rate limit"),
             ws_slow_closed: counter(&r, "ws_slow_closed_total", "Sockets closed with 4029"),
+            broker_dropped: counter(
+                &r,
+                "broker_dropped_total",
+                "Events for other instances not published (Redis away or its queue full)",
+            ),
+            broker_published: counter(
+                &r,
+                "broker_published_total",
+                "Events published to the other instances through Redis",
+            ),
             ws_gaps_filled: counter(
                 &r,
                 "ws_gaps_filled_total",

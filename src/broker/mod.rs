@@ -35,6 +35,21 @@ pub trait Broker: Send + Sync {
 
     /// "memory" or "redis".
     fn name(&self) -> &'static str;
+
+    /// The other instances' events, in the order received, for the one consumer that
+    /// applies them (`crate::cluster`); `None` with one instance, or once taken.
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::Receiver<Remote>> {
+        None
+    }
+}
+
+/// What a networked broker hands to the cluster consumer.
+#[derive(Debug)]
+pub enum Remote {
+    /// Another instance's event.
+    Event(Arc<Envelope>),
+    /// The subscription is (re)established after an outage: events may have been missed.
+    Reconnected,
 }
 
 /// Queues `envelope` in the hub's mailbox at once, so that events keep the order in which

@@ -21,7 +21,7 @@ use futures_util::{FutureExt, StreamExt};
 use redis::aio::ConnectionManager;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::{deliver_local, Broker, Incoming};
+use super::{deliver_local, Broker, Incoming, Remote};
 use crate::domain::events::{Envelope, Event, InstanceId};
 
 /// Bytes of serialized events waiting to be published; beyond it events for the other
@@ -34,15 +34,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(2);
 /// Reconnect backoff.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-/// What the subscriber hands to the cluster task.
-#[derive(Debug)]
-pub enum Remote {
-    /// Another instance's event.
-    Event(Arc<Envelope>),
-    /// The subscription is (re)established after an outage: events may have been missed.
-    Reconnected,
-}
 
 /// One lazily (re)made connection to Redis, shared by every short command (publishing,
 /// liveness keys, the duty lock, readiness). The connection manager reconnects by itself
@@ -118,12 +109,19 @@ impl RedisConn {
 }
 
 /// Health of the two connections, and the one-line-per-outage logging.
-#[derive(Default)]
 struct Health {
     subscribed: AtomicBool,
     publish_failing: AtomicBool,
-    /// Events for other instances dropped (queue full or Redis away).
+    /// Events for other instances dropped (queue full or Redis away) since the last log.
     dropped: AtomicU64,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl Health {
+    fn drop_one(&self) -> u64 {
+        self.metrics.broker_dropped.inc();
+        self.dropped.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 /// The Redis broker.
@@ -134,22 +132,29 @@ pub struct RedisBroker {
     budget: Arc<Semaphore>,
     health: Arc<Health>,
     conn: RedisConn,
+    remote: std::sync::Mutex<Option<mpsc::Receiver<Remote>>>,
 }
 
 impl RedisBroker {
     /// Starts the publishing and subscribing tasks (on the current actix arbiter); other
-    /// instances' events arrive on the returned receiver.
+    /// instances' events arrive on the receiver [`Broker::subscribe`] hands out.
     pub fn start(
         conn: RedisConn,
         prefix: &str,
         instance: InstanceId,
         hub: Recipient<Incoming>,
-    ) -> (RedisBroker, mpsc::Receiver<Remote>) {
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> RedisBroker {
         let channel = format!("{prefix}events");
         let (outbox, queued) = mpsc::unbounded_channel();
         let (inbox, remote) = mpsc::channel(INBOX);
         let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
-        let health = Arc::new(Health::default());
+        let health = Arc::new(Health {
+            subscribed: AtomicBool::new(false),
+            publish_failing: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+            metrics,
+        });
         actix_web::rt::spawn(publisher(
             conn.clone(),
             channel.clone(),
@@ -164,15 +169,15 @@ impl RedisBroker {
             inbox,
             health.clone(),
         ));
-        let broker = RedisBroker {
+        RedisBroker {
             instance,
             hub,
             outbox,
             budget,
             health,
             conn,
-        };
-        (broker, remote)
+            remote: std::sync::Mutex::new(Some(remote)),
+        }
     }
 
     /// Serializes once and queues for the other instances; drops when the queue is full.
@@ -193,7 +198,7 @@ impl RedisBroker {
                 }
             }
             Err(_) => {
-                if self.health.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                if self.health.drop_one() == 0 {
                     log::warn!(
                         "redis: publish queue full ({QUEUE_BYTES} bytes): events for other \
                          instances are dropped until it drains (clients recover with since_seq)"
@@ -242,6 +247,10 @@ impl Broker for RedisBroker {
     fn name(&self) -> &'static str {
         "redis"
     }
+
+    fn subscribe(&self) -> Option<mpsc::Receiver<Remote>> {
+        self.remote.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
 }
 
 /// Publishes queued events in order. While Redis fails, events are dropped without trying
@@ -259,12 +268,13 @@ async fn publisher(
         let n = bytes.len().min(QUEUE_BYTES);
         let waiting = retry_at.is_some_and(|at| tokio::time::Instant::now() < at);
         if waiting {
-            health.dropped.fetch_add(1, Ordering::Relaxed);
+            health.drop_one();
         } else {
             let mut cmd = redis::cmd("PUBLISH");
             cmd.arg(&channel).arg(&bytes[..]);
             match conn.query::<i64>(&cmd).await {
                 Ok(_) => {
+                    health.metrics.broker_published.inc();
                     if health.publish_failing.swap(false, Ordering::Relaxed) {
                         log::info!(
                             "redis: publishing again ({} events for other instances were dropped meanwhile)",
@@ -281,7 +291,7 @@ async fn publisher(
                              sockets, other instances miss its events until Redis is back"
                         );
                     }
-                    health.dropped.fetch_add(1, Ordering::Relaxed);
+                    health.drop_one();
                     retry_at = Some(tokio::time::Instant::now() + backoff);
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }

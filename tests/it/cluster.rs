@@ -1438,6 +1438,20 @@ fn redis_killed_and_restarted_mid_test() {
     eventually(3 * WAIT, "/readyz 200 on both after Redis is back", || {
         (ready(&c.a) && ready(&c.b)).then_some(())
     });
+    // What did not reach the other instance meanwhile is counted, not hidden.
+    let metrics = ureq::get(&c.a.url("/metrics"))
+        .call()
+        .expect("metrics")
+        .into_string()
+        .unwrap();
+    let dropped: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("spotter_broker_dropped_total "))
+        .expect("spotter_broker_dropped_total")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(dropped > 0.0, "no dropped event counted on A: {metrics}");
     // Fan-out resumes, without a restart: a message sent on A reaches B live, and back.
     let deadline = Instant::now() + 3 * WAIT;
     for i in 0.. {
