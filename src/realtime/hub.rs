@@ -1,6 +1,7 @@
 //! The hub actor (the ChatServer of the actix chat example): owns every live session of
-//! this instance and the rooms they are in, and delivers published frames to the sessions
-//! of a room. Rooms are indexed both ways (room → sessions, session → rooms) and dropped
+//! this instance and the rooms they are in. It subscribes to the broker: each domain event
+//! ([`crate::domain::events`]), published here or by another instance, becomes frames for
+//! the sessions of a room (serialized once per instance), or closes or re-checks sessions. Rooms are indexed both ways (room → sessions, session → rooms) and dropped
 //! when empty, so a disconnect touches only the session's own rooms.
 //!
 //! A delivery is a batch of frames for one room, serialized once and shared (`Arc`) by
