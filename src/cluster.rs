@@ -154,7 +154,6 @@ async fn consume(
                 forward(&presence, envelope).await;
                 continue;
             }
-            Event::CloseUser { .. } => {}
         }
         forward(&hub, envelope).await;
     }

@@ -145,16 +145,6 @@ impl RoomEvent {
     }
 }
 
-/// Why a user's sockets are closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloseWhy {
-    /// The account is no longer active (4003).
-    AccountInactive,
-    /// The tokens were revoked (4001).
-    TokenRevoked,
-}
-
 /// A fact about presence, for the other instances' replicas (never delivered locally:
 /// the instance that publishes it has applied it already).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,8 +175,6 @@ pub enum PresenceFact {
 pub enum Event {
     /// Notices for a room, on every instance.
     Room(RoomEvent),
-    /// Close every socket of a user.
-    CloseUser { user: UserId, why: CloseWhy },
     /// Access tokens revoked (id, expiry as Unix seconds): every instance refuses them
     /// from now on and closes the sockets opened with them (4001).
     TokensRevoked { jtis: Vec<(String, i64)> },
@@ -248,10 +236,6 @@ mod tests {
                     reason: Reason::NodeLost,
                 },
             )),
-            Event::CloseUser {
-                user: UserId(5),
-                why: CloseWhy::AccountInactive,
-            },
             Event::TokensRevoked {
                 jtis: vec![("j".into(), 99)],
             },

@@ -28,7 +28,7 @@ use super::protocol::{
 use crate::broker::Incoming;
 use crate::db::{ConversationId, UserId};
 use crate::domain::directory::Directory;
-use crate::domain::events::{CloseWhy, Event, Item, Notice, RoomEvent};
+use crate::domain::events::{Event, Item, Notice, RoomEvent};
 use crate::domain::rooms::RoomKey;
 use crate::metrics::Metrics;
 
@@ -338,16 +338,6 @@ impl Hub {
         }
     }
 
-    fn close_user(&mut self, user: UserId, why: CloseWhy) {
-        let (code, reason) = match why {
-            CloseWhy::AccountInactive => (CLOSE_FORBIDDEN, "account is not active"),
-            CloseWhy::TokenRevoked => (CLOSE_UNAUTHORIZED, "token revoked"),
-        };
-        for id in self.sessions_of(user) {
-            self.close_session(id, code, reason);
-        }
-    }
-
     fn close_tokens(&mut self, jtis: &[(String, i64)]) {
         let jtis: HashSet<&str> = jtis.iter().map(|(j, _)| j.as_str()).collect();
         let ids: Vec<SocketId> = self
@@ -649,7 +639,6 @@ impl Handler<Incoming> for Hub {
                     self.deliver(deliver);
                 }
             }
-            Event::CloseUser { user, why } => self.close_user(*user, *why),
             Event::TokensRevoked { jtis } => self.close_tokens(jtis),
             Event::UserChanged { user } => self.recheck_user(*user),
             // Presence facts are for the presence replicas.
