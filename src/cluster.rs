@@ -18,7 +18,7 @@
 //! always holds the duty.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,6 @@ pub struct Cluster {
     instance: InstanceId,
     redis: Option<(RedisConn, String)>,
     duty: AtomicBool,
-    fence: AtomicU64,
 }
 
 impl Cluster {
@@ -73,7 +72,6 @@ impl Cluster {
             instance,
             redis: None,
             duty: AtomicBool::new(true),
-            fence: AtomicU64::new(0),
         }
     }
 
@@ -83,7 +81,6 @@ impl Cluster {
             instance,
             redis: Some((conn, prefix.to_string())),
             duty: AtomicBool::new(false),
-            fence: AtomicU64::new(0),
         }
     }
 
@@ -99,11 +96,6 @@ impl Cluster {
     /// know every instance's sockets and heartbeats).
     pub fn holds_duty(&self) -> bool {
         self.duty.load(Ordering::Acquire)
-    }
-
-    /// The fencing token of the duty last taken (0 with one instance).
-    pub fn fence(&self) -> u64 {
-        self.fence.load(Ordering::Acquire)
     }
 }
 
@@ -127,6 +119,7 @@ async fn consume(
     presence: Addr<PresenceServer>,
     mut remote: mpsc::Receiver<Remote>,
 ) {
+    let (to_hub, to_presence) = (hub.clone().recipient(), presence.clone().recipient());
     while let Some(item) = remote.recv().await {
         let envelope = match item {
             Remote::Event(e) => e,
@@ -151,21 +144,18 @@ async fn consume(
                 }
             }
             Event::Presence(_) => {
-                forward(&presence, envelope).await;
+                forward(&to_presence, envelope).await;
                 continue;
             }
         }
-        forward(&hub, envelope).await;
+        forward(&to_hub, envelope).await;
     }
 }
 
-async fn forward<A>(to: &Addr<A>, envelope: Arc<Envelope>)
-where
-    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<Incoming>,
-{
-    if let Err(e) = to.send(Incoming(envelope)).await {
-        log::error!("an actor is gone, another instance's event dropped: {e}");
-    }
+/// Queues the event in the actor's mailbox at once, in order; waits only while the
+/// mailbox is full (no round trip per event).
+async fn forward(to: &actix::Recipient<Incoming>, envelope: Arc<Envelope>) {
+    crate::broker::deliver_local(to, envelope).await;
 }
 
 /// After Redis was away: changes made elsewhere meanwhile were not heard of. Reload the
@@ -255,7 +245,6 @@ async fn hold_duty(cluster: Arc<Cluster>, presence: Addr<PresenceServer>) {
                 .await
                 .map(|t| {
                     if let Some((t, fence)) = t {
-                        cluster.fence.store(fence, Ordering::Release);
                         token = Some(t);
                         held_since = Instant::now();
                         missing.clear();

@@ -32,7 +32,11 @@ pub struct AuthUser {
 impl AuthUser {
     /// Checks a bearer token (signature, expiry, revocation, generation, account status).
     pub fn from_token(state: &AppState, token: &str) -> AppResult<AuthUser> {
-        let claims = state.jwt.verify(token)?;
+        AuthUser::from_claims(state, state.jwt.verify(token)?)
+    }
+
+    /// The caller of already verified claims.
+    fn from_claims(state: &AppState, claims: jwt::Claims) -> AppResult<AuthUser> {
         let id = claims.user_id().ok_or_else(AppError::unauthorized)?;
         AuthUser {
             id,
@@ -113,20 +117,25 @@ impl FromRequest for AuthUser {
             return futures_util::future::ready(Err(AppError::internal("AppState missing")))
                 .boxed_local();
         };
-        let Some(token) = bearer(req) else {
-            return futures_util::future::ready(Err(AppError::unauthorized())).boxed_local();
+        // The signature is checked once; only a user this instance has not heard of
+        // costs a database read.
+        let claims = match bearer(req).map(|token| state.jwt.verify(token)) {
+            Some(Ok(claims)) => claims,
+            Some(Err(e)) => return futures_util::future::ready(Err(e)).boxed_local(),
+            None => {
+                return futures_util::future::ready(Err(AppError::unauthorized())).boxed_local()
+            }
         };
-        match unknown_user(state, token) {
-            None => futures_util::future::ready(AuthUser::from_token(state, token)).boxed_local(),
-            Some(id) => {
+        match claims.user_id() {
+            Some(id) if state.directory.access(id).is_none() => {
                 let state = state.clone();
-                let token = token.to_string();
                 async move {
                     crate::domain::directory::reload(&state, id).await;
-                    AuthUser::from_token(&state, &token)
+                    AuthUser::from_claims(&state, claims)
                 }
                 .boxed_local()
             }
+            _ => futures_util::future::ready(AuthUser::from_claims(state, claims)).boxed_local(),
         }
     }
 }

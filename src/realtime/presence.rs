@@ -97,9 +97,6 @@ impl SeenBoard {
 
 /// How often each instance publishes its whole socket table.
 const SOCKET_TABLE_INTERVAL: Duration = Duration::from_secs(2);
-/// After start, timeouts wait this long, so that the other instances' socket tables are
-/// known before anyone is timed out.
-const WARM_UP: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -158,7 +155,6 @@ pub struct PresenceServer {
     local_seen: HashMap<UserId, DateTime<Utc>>,
     /// Several instances share presence (facts are published).
     clustered: bool,
-    started: std::time::Instant,
     timeout: chrono::Duration,
     flush_interval: Duration,
     board: Arc<SeenBoard>,
@@ -190,7 +186,6 @@ impl PresenceServer {
             me: broker.instance(),
             local_seen: HashMap::new(),
             clustered,
-            started: std::time::Instant::now(),
             timeout: chrono::Duration::from_std(timeout).unwrap_or(chrono::Duration::seconds(120)),
             flush_interval,
             board,
@@ -216,9 +211,10 @@ impl PresenceServer {
                 .directory
                 .get(*user)
                 .is_some_and(|e| e.status.is_active());
-            if *online && ((active && now - *seen < self.timeout) || self.clustered) {
+            if *online && active && (now - *seen < self.timeout || self.clustered) {
                 // With several instances, a stale one may still have a socket elsewhere:
-                // the duty holder times it out once the socket tables are known.
+                // the duty holder times it out once the socket tables are known (it sweeps
+                // only after holding the duty for a while, `crate::cluster`).
                 self.board.set(*user, true);
                 self.users.insert(*user, Entry::new(true, *seen));
             } else if *online {
@@ -442,9 +438,6 @@ impl PresenceServer {
 
     fn sweep(&mut self, ctx: &mut Context<Self>) -> usize {
         self.absorb(ctx);
-        if self.clustered && self.started.elapsed() < WARM_UP {
-            return 0;
-        }
         let now = crate::time::now();
         let stale: Vec<UserId> = self
             .users
