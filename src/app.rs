@@ -110,7 +110,6 @@ pub async fn start(config: Config) -> AppResult<Started> {
         metrics.clone(),
         directory.clone(),
         config.ws_max_per_user,
-        config.ws_max_buffer_bytes,
     )
     .start();
     // One instance: the in-process broker. Several (SPOTTER_REDIS_URL): the Redis broker,

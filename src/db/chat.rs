@@ -220,47 +220,57 @@ macro_rules! insert_statements {
     }};
 }
 
-/// The body of [`insert_batch`]'s transaction, for either backend; `$tails` holds each
-/// conversation's `last_seq` as read (and locked) at its start.
-macro_rules! insert_grouped {
-    ($c:ident, $batch:expr, $tails:expr) => {{
-        // Per conversation: the last seq given and the newest message's time.
-        let mut tails: HashMap<ConversationId, (i64, Option<NaiveDateTime>)> = $tails
-            .into_iter()
-            .map(|(id, seq)| (id, (seq, None)))
-            .collect();
-        // Per (conversation, sender): the seq their read marker moves to.
-        let mut marks: HashMap<(ConversationId, UserId), i64> = HashMap::new();
-        let mut results = Vec::with_capacity($batch.len());
-        for new in $batch {
-            if let Some(row) = find_repeat!($c, new) {
-                results.push(Ok((row, false)));
-                continue;
+/// The body of [`insert_batch`]'s transaction on SQLite; `tails` holds each
+/// conversation's `last_seq` as read at its start. Every statement is one diesel keeps
+/// prepared (the message's repeat lookup and INSERT per message; per conversation the
+/// tail, per sender the read marker, at the end).
+fn insert_grouped_sqlite(
+    c: &mut diesel::SqliteConnection,
+    batch: &[&NewMessage],
+    tails: Vec<(ConversationId, i64)>,
+) -> AppResult<Vec<AppResult<(MessageRow, bool)>>> {
+    use super::fixed::{MoveReadMarker, SetTail};
+    // Per conversation: the last seq given and the newest message's time.
+    let mut tails: HashMap<ConversationId, (i64, Option<NaiveDateTime>)> = tails
+        .into_iter()
+        .map(|(id, seq)| (id, (seq, None)))
+        .collect();
+    // Per (conversation, sender): the seq their read marker moves to.
+    let mut marks: HashMap<(ConversationId, UserId), i64> = HashMap::new();
+    let mut results = Vec::with_capacity(batch.len());
+    for new in batch {
+        if let Some(row) = find_repeat!(c, new) {
+            results.push(Ok((row, false)));
+            continue;
+        }
+        let Some(tail) = tails.get_mut(&new.conversation_id) else {
+            return Err(AppError::not_found("conversation"));
+        };
+        let seq = tail.0 + 1;
+        let row = insert_row!(c, new, seq);
+        *tail = (seq, Some(new.created_at));
+        marks.insert((new.conversation_id, new.sender_id), seq);
+        results.push(Ok((row, true)));
+    }
+    for (conversation, (seq, at)) in tails {
+        if let Some(at) = at {
+            SetTail {
+                conversation,
+                seq,
+                at,
             }
-            let Some(tail) = tails.get_mut(&new.conversation_id) else {
-                return Err(AppError::not_found("conversation"));
-            };
-            let seq = tail.0 + 1;
-            let row = insert_row!($c, new, seq);
-            *tail = (seq, Some(new.created_at));
-            marks.insert((new.conversation_id, new.sender_id), seq);
-            results.push(Ok((row, true)));
+            .execute(c)?;
         }
-        for (id, (seq, at)) in tails {
-            if let Some(at) = at {
-                diesel::update(conversations::table.find(id))
-                    .set((
-                        conversations::last_seq.eq(seq),
-                        conversations::last_message_at.eq(Some(at)),
-                    ))
-                    .execute($c)?;
-            }
+    }
+    for ((conversation, user), seq) in marks {
+        MoveReadMarker {
+            conversation,
+            user,
+            seq,
         }
-        for ((conversation, sender), seq) in marks {
-            move_read_marker!($c, conversation, sender, seq);
-        }
-        Ok(results)
-    }};
+        .execute(c)?;
+    }
+    Ok(results)
 }
 
 /// Stores a batch of messages in ONE transaction (group commit), in the given order
@@ -269,10 +279,10 @@ macro_rules! insert_grouped {
 ///
 /// The conversations' rows are read first, in id order (on PostgreSQL `FOR UPDATE`, so
 /// that another instance's batch on the same conversation waits for this one's commit,
-/// and two batches always lock in the same order). Per message it then runs only
-/// statements that diesel keeps prepared (a lookup of the `client_msg_id`, the INSERT);
-/// diesel never caches an UPDATE, so `last_seq`, `last_message_at` and the senders' read
-/// markers are written once per conversation at the end. If any statement fails, the
+/// and two batches always lock in the same order). `last_seq`, `last_message_at` and the
+/// senders' read markers are written once per conversation at the end. On SQLite every
+/// statement stays prepared ([`super::fixed`]); on PostgreSQL a batch is five statements
+/// whatever its size. If any statement fails, the
 /// whole batch is rolled back and each message is stored in a transaction of its own, so
 /// that a failing one fails alone.
 pub fn insert_batch(
@@ -288,13 +298,20 @@ pub fn insert_batch(
     let grouped = match conn {
         Conn::Sqlite(pooled) => {
             let c: &mut diesel::SqliteConnection = pooled;
-            c.immediate_transaction::<_, AppError, _>(|c| {
-                let tails: Vec<(ConversationId, i64)> = conversations::table
-                    .filter(conversations::id.eq_any(&ids))
-                    .order(conversations::id)
-                    .select((conversations::id, conversations::last_seq))
-                    .load(c)?;
-                insert_grouped!(c, batch, tails)
+            super::fixed::immediate(c, |c| {
+                let tails: Vec<(ConversationId, i64)> = match ids.as_slice() {
+                    // The everyday case, kept prepared (an `eq_any` is parsed each time).
+                    [one] => conversations::table
+                        .filter(conversations::id.eq(*one))
+                        .select((conversations::id, conversations::last_seq))
+                        .load(c)?,
+                    _ => conversations::table
+                        .filter(conversations::id.eq_any(&ids))
+                        .order(conversations::id)
+                        .select((conversations::id, conversations::last_seq))
+                        .load(c)?,
+                };
+                insert_grouped_sqlite(c, batch, tails)
             })
         }
         Conn::Pg(pooled) => {

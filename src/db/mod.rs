@@ -9,6 +9,7 @@ pub mod chat;
 pub mod checkin_codes;
 pub mod checkins;
 pub mod files;
+mod fixed;
 pub mod group_commit;
 pub mod ids;
 pub mod private_fs;

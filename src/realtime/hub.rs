@@ -9,18 +9,21 @@
 //! conversation as one batch, so each socket gets them in one mailbox message and one
 //! write instead of one per frame.
 //!
-//! Every delivery is bounded: a session's mailbox holds at most `SPOTTER_WS_QUEUE`
-//! batches (a chat batch holds at most one commit's messages, 256). When it is full,
-//! stats frames are coalesced (the newest is kept and retried), and any other frame
-//! closes the session with 4029 so that the client resumes with `since_seq`.
+//! The hub sends a delivery once per worker thread that has recipients, to that thread's
+//! [`super::lane`], which hands it to each session there and applies the slow-consumer
+//! policy: every delivery is bounded (a session's unsent bytes by
+//! `SPOTTER_WS_MAX_BUFFER_BYTES`, its mailbox by `SPOTTER_WS_QUEUE` batches; a chat batch
+//! holds at most one commit's messages, 256). Past a bound, stats frames are coalesced
+//! (the newest is kept and retried), and any other frame closes the session with 4029 so
+//! that the client resumes with `since_seq`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
 
+use super::lane::{LaneDeliver, LaneHandle, LaneId, LaneSend};
 use super::outflow::Outflow;
 use super::protocol::{
     ServerFrame, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED,
@@ -34,8 +37,6 @@ use crate::metrics::Metrics;
 
 pub use crate::domain::events::SocketId;
 
-/// How often stats frames that could not be delivered are retried.
-const STATS_RETRY_INTERVAL: Duration = Duration::from_millis(250);
 /// Bound of the hub's own mailbox: publishers wait (`send().await`) when it is full.
 const HUB_MAILBOX: usize = 16_384;
 
@@ -87,8 +88,9 @@ pub struct Connect {
     pub jti: String,
     /// The token generation the session authenticated with.
     pub gen: i64,
-    pub addr: Recipient<ToSession>,
     pub outflow: Arc<Outflow>,
+    /// The lane of the session's thread, which has registered it already.
+    pub lane: LaneHandle,
 }
 
 /// A session is gone: drop it from its rooms.
@@ -220,11 +222,9 @@ struct SessionEntry {
     user: UserId,
     jti: String,
     gen: i64,
-    addr: Recipient<ToSession>,
     outflow: Arc<Outflow>,
+    lane: LaneId,
     rooms: HashSet<RoomKey>,
-    /// The newest stats frame that did not fit in the mailbox.
-    pending_stats: Option<Batch>,
 }
 
 /// The hub actor.
@@ -236,10 +236,10 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// Current roles, statuses and token generations.
     directory: Arc<Directory>,
+    /// The worker threads' lanes that have sessions here.
+    lanes: HashMap<LaneId, Addr<super::lane::Lane>>,
     /// Sockets one user may have open (0: no cap).
     max_per_user: usize,
-    /// Unsent bytes one socket may have before chat and events close it (4029).
-    max_buffer_bytes: usize,
     /// The newest stats version delivered: an older one (another instance's, published
     /// late) is not sent, so that every dashboard sees `version` only grow.
     stats_version: i64,
@@ -267,7 +267,6 @@ impl Hub {
         metrics: Arc<Metrics>,
         directory: Arc<Directory>,
         max_per_user: usize,
-        max_buffer_bytes: usize,
     ) -> Hub {
         Hub {
             sessions: HashMap::new(),
@@ -276,8 +275,8 @@ impl Hub {
             presence,
             metrics,
             directory,
+            lanes: HashMap::new(),
             max_per_user,
-            max_buffer_bytes,
             stats_version: i64::MIN,
         }
     }
@@ -315,20 +314,50 @@ impl Hub {
             [only] if !matches!(only.kind, FrameKind::Chat { .. }) => only.skip,
             _ => None,
         };
-        let targets: Vec<SocketId> = members
-            .iter()
-            .copied()
-            .filter(|id| Some(*id) != skip)
-            .filter(|id| match msg.except_user {
-                Some(u) => self.sessions.get(id).map(|e| e.user != u).unwrap_or(false),
-                None => true,
-            })
-            .collect();
-        self.metrics.broadcast_fanout.observe(targets.len() as f64);
+        // Grouped by lane (worker thread): one message per thread, not per socket.
+        let mut groups: Vec<(LaneId, Vec<SocketId>)> = Vec::new();
+        let mut count = 0;
+        for id in members.iter().copied().filter(|id| Some(*id) != skip) {
+            let Some(entry) = self.sessions.get(&id) else {
+                continue;
+            };
+            if msg.except_user == Some(entry.user) {
+                continue;
+            }
+            count += 1;
+            match groups.iter_mut().find(|(lane, _)| *lane == entry.lane) {
+                Some((_, ids)) => ids.push(id),
+                None => groups.push((entry.lane, vec![id])),
+            }
+        }
+        self.metrics.broadcast_fanout.observe(count as f64);
         let coalescible = msg.coalescible();
         let bytes = batch_bytes(&msg.frames);
-        for id in targets {
-            self.deliver_to(id, &msg.frames, bytes, coalescible);
+        for (lane, targets) in groups {
+            let Some(addr) = self.lanes.get(&lane) else {
+                continue;
+            };
+            let sent = addr.try_send(LaneDeliver {
+                frames: msg.frames.clone(),
+                bytes,
+                coalescible,
+                targets,
+            });
+            if let Err(SendError::Full(d) | SendError::Closed(d)) = sent {
+                // A worker this far behind cannot keep up: its recipients resume with
+                // `since_seq` (a stats frame is simply skipped).
+                if coalescible {
+                    continue;
+                }
+                log::warn!(
+                    "a worker's lane is full: closing {} of its sockets with 4029",
+                    d.targets.len()
+                );
+                for id in d.targets {
+                    self.metrics.ws_slow_closed.inc();
+                    self.close_session(id, CLOSE_TOO_SLOW, "too slow to keep up");
+                }
+            }
         }
     }
 
@@ -357,6 +386,16 @@ impl Hub {
             .get(&user)
             .map(|s| s.iter().copied().collect())
             .unwrap_or_default()
+    }
+
+    /// Tells one session something through its lane, behind the deliveries already
+    /// sent there (`do_send`: a control message gets through even when the session's
+    /// mailbox is full).
+    fn tell(&self, id: SocketId, msg: ToSession) {
+        let lane = self.sessions.get(&id).and_then(|e| self.lanes.get(&e.lane));
+        if let Some(lane) = lane {
+            lane.do_send(LaneSend { id, msg });
+        }
     }
 
     fn leave_room(&mut self, id: SocketId, room: RoomKey) -> bool {
@@ -413,10 +452,13 @@ impl Hub {
                 // A control notice: it must get through even when the mailbox is full.
                 let bytes = batch_bytes(&batch);
                 entry.outflow.queued(bytes);
-                entry.addr.do_send(ToSession::Frames {
-                    frames: batch,
-                    bytes,
-                });
+                self.tell(
+                    id,
+                    ToSession::Frames {
+                        frames: batch,
+                        bytes,
+                    },
+                );
             }
         }
     }
@@ -445,84 +487,18 @@ impl Hub {
 
     /// Sends a close and forgets the session at once: it receives nothing more.
     fn close_session(&mut self, id: SocketId, code: u16, reason: &str) {
-        if let Some(entry) = self.sessions.get(&id) {
-            // `do_send` ignores the mailbox bound on purpose: one control message per
-            // session, and it must get through even when the queue is full.
-            entry.addr.do_send(ToSession::Close {
-                code,
-                reason: reason.to_string(),
-            });
-            // A client that does not read would never get to the close: cut it off.
-            entry.outflow.cut_off();
-        }
-        self.remove_session(id);
-    }
-
-    fn too_slow(&mut self, id: SocketId, why: &str) {
-        if let Some(entry) = self.sessions.get(&id) {
-            log::warn!(
-                "session {} of user {} is too slow ({why}): closing with 4029",
-                id.session,
-                entry.user
+        if self.sessions.contains_key(&id) {
+            // Through the lane, which also cuts off a client that does not read (it
+            // would never get to the close).
+            self.tell(
+                id,
+                ToSession::Close {
+                    code,
+                    reason: reason.to_string(),
+                },
             );
         }
-        self.metrics.ws_slow_closed.inc();
-        self.close_session(id, CLOSE_TOO_SLOW, "too slow to keep up");
-    }
-
-    fn deliver_to(&mut self, id: SocketId, frames: &Batch, bytes: usize, coalescible: bool) {
-        let Some(entry) = self.sessions.get_mut(&id) else {
-            return;
-        };
-        // Bytes, not deliveries, are what a frozen client makes grow. One delivery always
-        // fits when nothing is waiting, however big it is.
-        let unsent = entry.outflow.unsent();
-        if unsent > 0 && unsent + bytes > self.max_buffer_bytes {
-            if coalescible {
-                entry.pending_stats = Some(frames.clone());
-                self.metrics.ws_stats_coalesced.inc();
-            } else {
-                self.too_slow(id, &format!("{unsent} bytes unsent"));
-            }
-            return;
-        }
-        entry.outflow.queued(bytes);
-        let message = ToSession::Frames {
-            frames: frames.clone(),
-            bytes,
-        };
-        let sent = entry.addr.try_send(message);
-        if sent.is_err() {
-            entry.outflow.unqueued(bytes);
-        }
-        match sent {
-            Ok(()) => {
-                if coalescible {
-                    entry.pending_stats = None;
-                }
-                self.metrics.ws_frames_out.inc_by(frames.len() as u64);
-            }
-            Err(SendError::Full(_)) if coalescible => {
-                entry.pending_stats = Some(frames.clone());
-                self.metrics.ws_stats_coalesced.inc();
-            }
-            Err(SendError::Full(_)) => self.too_slow(id, "mailbox full"),
-            Err(SendError::Closed(_)) => self.remove_session(id),
-        }
-    }
-
-    fn retry_pending_stats(&mut self) {
-        let ids: Vec<SocketId> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.pending_stats.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
-            if let Some(frames) = self.sessions.get(&id).and_then(|e| e.pending_stats.clone()) {
-                self.deliver_to(id, &frames, batch_bytes(&frames), true);
-            }
-        }
+        self.remove_session(id);
     }
 }
 
@@ -531,7 +507,6 @@ impl Actor for Hub {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(HUB_MAILBOX);
-        ctx.run_interval(STATS_RETRY_INTERVAL, |hub, _| hub.retry_pending_stats());
     }
 }
 
@@ -540,12 +515,13 @@ impl Handler<Connect> for Hub {
 
     fn handle(&mut self, msg: Connect, _: &mut Context<Self>) {
         let refuse = |code: u16, reason: &str| {
-            msg.addr.do_send(ToSession::Close {
-                code,
-                reason: reason.to_string(),
+            msg.lane.addr.do_send(LaneSend {
+                id: msg.id,
+                msg: ToSession::Close {
+                    code,
+                    reason: reason.to_string(),
+                },
             });
-            // As for any close from the hub: a client that does not read is cut off.
-            msg.outflow.cut_off();
         };
         match self.directory.access(msg.user) {
             Some(a) if !a.status.is_active() => {
@@ -575,12 +551,12 @@ impl Handler<Connect> for Hub {
                 user: msg.user,
                 jti: msg.jti,
                 gen: msg.gen,
-                addr: msg.addr,
                 outflow: msg.outflow,
+                lane: msg.lane.id,
                 rooms: HashSet::from([own_room]),
-                pending_stats: None,
             },
         );
+        self.lanes.entry(msg.lane.id).or_insert(msg.lane.addr);
         self.metrics.ws_open.set(self.sessions.len() as i64);
         if first {
             self.presence.first_socket(msg.user);
@@ -701,6 +677,7 @@ impl Handler<SetToken> for Hub {
 mod tests {
     use super::*;
     use crate::db::users::UserRow;
+    use std::time::Duration;
 
     struct NoPresence;
     impl SocketPresence for NoPresence {
@@ -748,14 +725,8 @@ mod tests {
     #[actix::test]
     async fn join_is_checked_against_the_current_role() {
         let directory = Arc::new(Directory::load(&[row(1, "admin", 0)]));
-        let hub = Hub::new(
-            Arc::new(NoPresence),
-            Arc::new(Metrics::new()),
-            directory.clone(),
-            0,
-            1 << 20,
-        )
-        .start();
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(Arc::new(NoPresence), metrics.clone(), directory.clone(), 0).start();
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let probe_log = seen.clone();
         let probe = Probe(seen.clone()).start();
@@ -763,13 +734,22 @@ mod tests {
             instance: crate::domain::events::InstanceId(1),
             session: 1,
         };
+        let outflow = Arc::new(Outflow::new(None, Duration::from_secs(1)));
+        let lane = super::super::lane::current(hub.clone().recipient(), metrics);
+        lane.addr.do_send(super::super::lane::Register {
+            id,
+            user: UserId(1),
+            addr: probe.clone().recipient(),
+            outflow: outflow.clone(),
+            max_buffer_bytes: 1 << 20,
+        });
         hub.do_send(Connect {
             id,
             user: UserId(1),
             jti: "j".into(),
             gen: 0,
-            addr: probe.recipient(),
-            outflow: Arc::new(Outflow::default()),
+            outflow,
+            lane,
         });
         let room = RoomKey::Presence;
         assert!(hub.send(Join { id, room }).await.unwrap());

@@ -3,6 +3,7 @@
 pub mod dispatch;
 pub mod gate;
 pub mod hub;
+pub mod lane;
 pub mod ordering;
 pub mod outflow;
 pub mod presence;

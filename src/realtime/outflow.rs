@@ -10,20 +10,21 @@
 //!
 //! A socket closed by the server is given a grace period to flush its close frame; one
 //! that still has not read by then has its TCP connection shut down, so that a frozen
-//! client cannot keep a session, its mailbox and its buffers alive.
+//! client cannot keep a session, its mailbox and its buffers alive. The watchdog that
+//! does it is started by the close, not with the socket: an idle socket pays nothing
+//! for it.
 
 use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::Stream;
-use tokio::sync::Notify;
 
-/// One socket's unsent output, shared by the hub (which adds), the session (which hands
+/// One socket's unsent output, shared by the lane (which adds), the session (which hands
 /// bytes to its context) and the response body (which sees them leave).
 #[derive(Default)]
 pub struct Outflow {
@@ -31,13 +32,25 @@ pub struct Outflow {
     unsent: AtomicUsize,
     /// Bytes the session handed to its context since the body last yielded.
     handed: AtomicUsize,
-    /// The server closed the socket: cut the connection unless it ends by itself.
-    cut: Notify,
-    /// The session is gone: the watchdog has nothing more to do.
-    finished: Notify,
+    /// The connection's TCP socket and how long a closed socket has to go.
+    conn: Option<ConnSocket>,
+    grace: Duration,
+    /// The server closed the socket: its watchdog is running.
+    cut: AtomicBool,
+    /// The response body is gone (the connection ended or is ending).
+    finished: AtomicBool,
 }
 
 impl Outflow {
+    /// The outflow of a socket on `conn`, cut `grace` after the server closes it.
+    pub fn new(conn: Option<ConnSocket>, grace: Duration) -> Outflow {
+        Outflow {
+            conn,
+            grace,
+            ..Outflow::default()
+        }
+    }
+
     pub fn unsent(&self) -> usize {
         self.unsent.load(Ordering::Acquire)
     }
@@ -63,35 +76,27 @@ impl Outflow {
         }
     }
 
-    /// Asks the watchdog to cut the connection after the grace period.
-    pub fn cut_off(&self) {
-        self.cut.notify_one();
+    /// The server closed the socket: unless its connection has ended `grace` from now,
+    /// shut it down. Call it on the session's own thread (the session's or its lane's
+    /// code): the watchdog runs there, so that the connection's descriptor cannot be
+    /// closed and reused between its check and the shutdown.
+    pub fn cut_off(self: &Arc<Self>) {
+        if self.cut.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        actix_web::rt::spawn(self.clone().watchdog());
     }
 
-    /// The session ended: stops its watchdog.
-    pub fn finished(&self) {
-        self.finished.notify_one();
-    }
-
-    /// Waits for [`Outflow::cut_off`]; when the session is still there `grace` later,
-    /// shuts the connection down. Ends as soon as the session does. Runs on the session's
-    /// own thread, so the descriptor cannot be closed and reused between the check and
-    /// the shutdown.
-    pub async fn watchdog(self: Arc<Self>, conn: Option<ConnSocket>, grace: Duration) {
-        tokio::select! {
-            biased;
-            _ = self.finished.notified() => return,
-            _ = self.cut.notified() => {}
+    async fn watchdog(self: Arc<Self>) {
+        tokio::time::sleep(self.grace).await;
+        if self.finished.load(Ordering::Acquire) {
+            return;
         }
-        tokio::select! {
-            biased;
-            _ = self.finished.notified() => return,
-            _ = tokio::time::sleep(grace) => {}
-        }
-        if let Some(conn) = conn {
+        if let Some(conn) = self.conn {
             log::warn!(
-                "socket fd {} did not take its close within {grace:?}: shutting the connection down",
-                conn.0
+                "socket fd {} did not take its close within {:?}: shutting the connection down",
+                conn.0,
+                self.grace
             );
             conn.shutdown();
         }
@@ -155,7 +160,7 @@ where
 
 impl<S> Drop for CountedBody<S> {
     fn drop(&mut self) {
-        self.outflow.finished();
+        self.outflow.finished.store(true, Ordering::Release);
     }
 }
 

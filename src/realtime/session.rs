@@ -19,6 +19,7 @@ use serde_json::Value;
 use super::dispatch::{self, Outcome};
 use super::gate::Ticket;
 use super::hub::{Connect, Disconnect, Outbound, SetToken, SocketId, ToSession};
+use super::lane::{self, LaneHandle, Register, Unregister};
 use super::ordering::{self, Gap, Streams};
 use super::outflow::{ConnSocket, CountedBody, Outflow};
 use super::protocol::{self, ClientFrame, Incoming, ServerFrame};
@@ -82,7 +83,8 @@ struct Unacked {
 /// The session actor.
 pub struct WsSession {
     id: SocketId,
-    state: AppState,
+    /// Shared, not cloned: one pointer per session instead of every field's.
+    state: web::Data<AppState>,
     auth: Option<AuthUser>,
     /// A token given in the URL, checked when the actor starts.
     url_token: Option<String>,
@@ -100,11 +102,11 @@ pub struct WsSession {
     /// Messages submitted and waiting to be stored, oldest first: acked in this order.
     unacked: VecDeque<Unacked>,
     next_ticket: u64,
-    expiry_timers: Vec<SpawnHandle>,
-    /// What this socket has queued and not yet written, shared with the hub.
+    /// The token's next expiry timer (warning, then close).
+    expiry_timer: Option<SpawnHandle>,
+    /// What this socket has queued and not yet written, shared with its lane; it also
+    /// cuts off the connection of a client that stops reading.
     outflow: Arc<Outflow>,
-    /// The connection's TCP socket, to cut off a client that stops reading.
-    conn: Option<ConnSocket>,
     /// Refused at the door (origin, too many unauthenticated sockets): closed at start.
     refuse: Option<(u16, &'static str)>,
     /// A place among the unauthenticated sockets of this address, until authenticated.
@@ -113,10 +115,12 @@ pub struct WsSession {
 
 impl WsSession {
     fn new(
-        state: AppState,
+        state: web::Data<AppState>,
         url_token: Option<String>,
         url_conversation: Option<ConversationId>,
+        conn: Option<ConnSocket>,
     ) -> WsSession {
+        let outflow = Arc::new(Outflow::new(conn, state.config.ws_close_grace));
         let bucket = Bucket::new(state.config.ws_rate_per_sec, state.config.ws_burst);
         WsSession {
             id: SocketId {
@@ -135,12 +139,19 @@ impl WsSession {
             streams: Streams::default(),
             unacked: VecDeque::new(),
             next_ticket: 0,
-            expiry_timers: Vec::new(),
-            outflow: Arc::new(Outflow::default()),
-            conn: None,
+            expiry_timer: None,
+            outflow,
             refuse: None,
             gate_ticket: None,
         }
+    }
+
+    /// The lane of this session's thread.
+    fn lane(&self) -> LaneHandle {
+        lane::current(
+            self.state.hub.clone().recipient(),
+            self.state.metrics.clone(),
+        )
     }
 
     fn send(
@@ -212,13 +223,22 @@ impl WsSession {
             }
             Err(_) => return self.close(ctx, CLOSE_UNAUTHORIZED, "invalid or expired token"),
         };
+        // Deliveries come through this thread's lane: registered there first.
+        let lane = self.lane();
+        lane.addr.do_send(Register {
+            id: self.id,
+            user: user.id,
+            addr: ctx.address().recipient(),
+            outflow: self.outflow.clone(),
+            max_buffer_bytes: self.state.config.ws_max_buffer_bytes,
+        });
         self.state.hub.do_send(Connect {
             id: self.id,
             user: user.id,
             jti: user.jti.clone(),
             gen: user.gen,
-            addr: ctx.address().recipient(),
             outflow: self.outflow.clone(),
+            lane,
         });
         self.gate_ticket = None;
         self.schedule_expiry(ctx, user.exp);
@@ -269,19 +289,21 @@ impl WsSession {
     }
 
     /// `token_expiring` a minute before `exp` (at once if less is left), 4001 at `exp`.
+    /// One timer at a time: the warning's sets the closing one (every pending timer is
+    /// polled each time the session wakes).
     fn schedule_expiry(&mut self, ctx: &mut ws::WebsocketContext<Self>, exp: i64) {
-        for h in self.expiry_timers.drain(..) {
+        if let Some(h) = self.expiry_timer.take() {
             ctx.cancel_future(h);
         }
         let left = Duration::from_secs((exp - chrono::Utc::now().timestamp()).max(0) as u64);
         let warn_in = left.saturating_sub(EXPIRY_WARNING);
         let expires_at = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(chrono::Utc::now);
-        self.expiry_timers
-            .push(ctx.run_later(warn_in, move |act, ctx| {
-                act.send(ctx, &ServerFrame::TokenExpiring { expires_at }, None);
+        self.expiry_timer = Some(ctx.run_later(warn_in, move |act, ctx| {
+            act.send(ctx, &ServerFrame::TokenExpiring { expires_at }, None);
+            let left = Duration::from_secs((exp - chrono::Utc::now().timestamp()).max(0) as u64);
+            act.expiry_timer = Some(ctx.run_later(left, |act, ctx| {
+                act.close(ctx, CLOSE_UNAUTHORIZED, "token expired");
             }));
-        self.expiry_timers.push(ctx.run_later(left, |act, ctx| {
-            act.close(ctx, CLOSE_UNAUTHORIZED, "token expired");
         }));
     }
 
@@ -376,6 +398,10 @@ impl WsSession {
         let (Some(incoming), Some(user)) = (self.inbound.pop_front(), self.auth.as_ref()) else {
             return;
         };
+        if self.inbound.is_empty() {
+            // A socket is idle most of its life: it keeps no queue memory meanwhile.
+            self.inbound = VecDeque::new();
+        }
         // A frame that waited in the queue runs on the account as it is now.
         let user = match user.recheck(&self.state) {
             Ok(current) => current,
@@ -582,11 +608,6 @@ impl Actor for WsSession {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.state.config.ws_queue);
-        actix_web::rt::spawn(
-            self.outflow
-                .clone()
-                .watchdog(self.conn, self.state.config.ws_close_grace),
-        );
         if let Some((code, reason)) = self.refuse {
             // Upgraded first, so that a browser can read why.
             self.outflow.cut_off();
@@ -613,6 +634,7 @@ impl Actor for WsSession {
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         if self.auth.is_some() {
             self.state.hub.do_send(Disconnect { id: self.id });
+            self.lane().addr.do_send(Unregister { id: self.id });
         }
         Running::Stop
     }
@@ -686,8 +708,8 @@ pub async fn upgrade(
             .unwrap_or(false),
         _ => true,
     };
-    let mut session = WsSession::new(state.get_ref().clone(), token, conversation);
-    session.conn = req.conn_data::<ConnSocket>().copied();
+    let conn = req.conn_data::<ConnSocket>().copied();
+    let mut session = WsSession::new(state.clone(), token, conversation, conn);
     // Behind a trusted proxy, the client's address, not the proxy's.
     let peer = crate::http::auth::client_addr(&req, &state.config.trusted_proxies)
         .parse::<std::net::IpAddr>()
