@@ -64,8 +64,6 @@ pub struct NewMessage {
 }
 
 /// A message row to insert, its `seq` given (the bulk insert on PostgreSQL).
-#[derive(Insertable)]
-#[diesel(table_name = messages)]
 struct MessageInsert<'a> {
     conversation_id: ConversationId,
     seq: i64,
@@ -281,7 +279,7 @@ fn insert_grouped_sqlite(
 /// that another instance's batch on the same conversation waits for this one's commit,
 /// and two batches always lock in the same order). `last_seq`, `last_message_at` and the
 /// senders' read markers are written once per conversation at the end. On SQLite every
-/// statement stays prepared ([`super::fixed`]); on PostgreSQL a batch is five statements
+/// statement stays prepared ([`super::fixed`]); on PostgreSQL a batch is three statements
 /// whatever its size. If any statement fails, the
 /// whole batch is rolled back and each message is stored in a transaction of its own, so
 /// that a failing one fails alone.
@@ -338,9 +336,9 @@ pub fn insert_batch(
 }
 
 /// The body of [`insert_batch`]'s transaction on PostgreSQL, where every statement is a
-/// round trip: the batch's repeats are found with one query and its new rows inserted
-/// with one multi-row INSERT; `last_seq`, `last_message_at` and the read markers are
-/// written once per conversation, as on SQLite.
+/// round trip: the batch's repeats are found with one query, and one more inserts its new
+/// rows and writes `last_seq`, `last_message_at` and the read markers once per
+/// conversation, as on SQLite.
 fn insert_grouped_pg(
     c: &mut diesel::PgConnection,
     batch: &[&NewMessage],
@@ -427,56 +425,72 @@ fn insert_grouped_pg(
             created_at: new.created_at,
         });
     }
+    // The rows, the conversations' tails and the senders' read markers in ONE statement
+    // (data-modifying CTEs run once each, to completion): a round trip, not three.
     let inserted: HashMap<(ConversationId, i64), MessageRow> = if inserts.is_empty() {
         HashMap::new()
     } else {
-        diesel::insert_into(messages::table)
-            .values(&inserts)
-            .returning(MessageRow::as_returning())
-            .get_results::<MessageRow>(c)?
-            .into_iter()
-            .map(|row| ((row.conversation_id, row.seq), row))
-            .collect()
-    };
-    // One UPDATE for every conversation's tail and one for every read marker: a statement
-    // per conversation would be a round trip each.
-    let (mut ids, mut seqs, mut ats) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, (seq, at)) in tails {
-        if let Some(at) = at {
-            ids.push(id.0);
-            seqs.push(seq);
-            ats.push(at);
+        use diesel::sql_types::Nullable;
+        let (mut ids, mut seqs, mut ats) = (Vec::new(), Vec::new(), Vec::new());
+        for (id, (seq, at)) in tails {
+            if let Some(at) = at {
+                ids.push(id.0);
+                seqs.push(seq);
+                ats.push(at);
+            }
         }
-    }
-    if !ids.is_empty() {
+        let (mut cids, mut uids, mut marked) = (Vec::new(), Vec::new(), Vec::new());
+        for ((conversation, sender), seq) in marks {
+            cids.push(conversation.0);
+            uids.push(sender.0);
+            marked.push(seq);
+        }
         diesel::sql_query(
-            "UPDATE conversations SET last_seq = v.seq, last_message_at = v.at \
-             FROM unnest($1, $2, $3) AS v(id, seq, at) WHERE conversations.id = v.id",
+            "WITH ins AS (\
+               INSERT INTO messages (conversation_id, seq, sender_id, content, attachment_id, \
+                 client_msg_id, created_at) \
+               SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7) \
+               RETURNING id, conversation_id, seq, sender_id, content, attachment_id, \
+                 client_msg_id, created_at), \
+             tails AS (\
+               UPDATE conversations SET last_seq = v.seq, last_message_at = v.at \
+               FROM unnest($8, $9, $10) AS v(id, seq, at) WHERE conversations.id = v.id), \
+             marks AS (\
+               UPDATE conversation_members SET last_read_seq = v.seq \
+               FROM unnest($11, $12, $13) AS v(cid, uid, seq) \
+               WHERE conversation_members.conversation_id = v.cid \
+               AND conversation_members.user_id = v.uid \
+               AND conversation_members.last_read_seq < v.seq) \
+             SELECT * FROM ins",
         )
+        .bind::<Array<BigInt>, _>(
+            inserts
+                .iter()
+                .map(|m| m.conversation_id.0)
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<BigInt>, _>(inserts.iter().map(|m| m.seq).collect::<Vec<_>>())
+        .bind::<Array<BigInt>, _>(inserts.iter().map(|m| m.sender_id.0).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(inserts.iter().map(|m| m.content).collect::<Vec<_>>())
+        .bind::<Array<Nullable<BigInt>>, _>(
+            inserts
+                .iter()
+                .map(|m| m.attachment_id.map(|f| f.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Array<Text>, _>(inserts.iter().map(|m| m.client_msg_id).collect::<Vec<_>>())
+        .bind::<Array<Timestamp>, _>(inserts.iter().map(|m| m.created_at).collect::<Vec<_>>())
         .bind::<Array<BigInt>, _>(ids)
         .bind::<Array<BigInt>, _>(seqs)
         .bind::<Array<Timestamp>, _>(ats)
-        .execute(c)?;
-    }
-    let (mut cids, mut uids, mut marked) = (Vec::new(), Vec::new(), Vec::new());
-    for ((conversation, sender), seq) in marks {
-        cids.push(conversation.0);
-        uids.push(sender.0);
-        marked.push(seq);
-    }
-    if !cids.is_empty() {
-        diesel::sql_query(
-            "UPDATE conversation_members SET last_read_seq = v.seq \
-             FROM unnest($1, $2, $3) AS v(cid, uid, seq) \
-             WHERE conversation_members.conversation_id = v.cid \
-             AND conversation_members.user_id = v.uid \
-             AND conversation_members.last_read_seq < v.seq",
-        )
         .bind::<Array<BigInt>, _>(cids)
         .bind::<Array<BigInt>, _>(uids)
         .bind::<Array<BigInt>, _>(marked)
-        .execute(c)?;
-    }
+        .load::<MessageRow>(c)?
+        .into_iter()
+        .map(|row| ((row.conversation_id, row.seq), row))
+        .collect()
+    };
     slots
         .into_iter()
         .map(|slot| match slot {

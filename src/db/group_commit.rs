@@ -84,6 +84,11 @@ impl<T: Send + 'static> MessageWriter<T> {
 }
 
 fn run<T>(db: Db, mut rx: mpsc::Receiver<Job<T>>, mut after_commit: AfterCommit<T>) {
+    // On PostgreSQL the writer keeps its connection while batches succeed: a checkout
+    // tests the connection with a round trip of its own. (SQLite's one write connection
+    // is shared with every other writer: it goes back to the pool after each batch.)
+    let keep = matches!(db, Db::Pg(_));
+    let mut kept: Option<super::Conn> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -93,9 +98,19 @@ fn run<T>(db: Db, mut rx: mpsc::Receiver<Job<T>>, mut after_commit: AfterCommit<
             }
         }
         let messages: Vec<&NewMessage> = batch.iter().map(|j| &j.new).collect();
-        let stored = db
-            .write_conn()
-            .and_then(|mut conn| insert_batch(&mut conn, &messages));
+        let conn = match kept.take() {
+            Some(conn) => Ok(conn),
+            None => db.write_conn(),
+        };
+        let stored = conn.and_then(|mut conn| {
+            let stored = insert_batch(&mut conn, &messages);
+            // Any failure gives the connection back, so that the pool checks it.
+            let all_ok = matches!(&stored, Ok(results) if results.iter().all(Result::is_ok));
+            if keep && all_ok {
+                kept = Some(conn);
+            }
+            stored
+        });
         match stored {
             Ok(results) => {
                 let mut fresh = Vec::new();
