@@ -275,3 +275,170 @@ impl Handler<LaneDeliver> for Lane {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::InstanceId;
+    use crate::realtime::hub::{FrameKind, Outbound};
+    use std::sync::Mutex;
+
+    /// Records what a session would be told.
+    struct Probe(Arc<Mutex<Vec<String>>>);
+    impl Actor for Probe {
+        type Context = Context<Self>;
+    }
+    impl Handler<ToSession> for Probe {
+        type Result = ();
+        fn handle(&mut self, msg: ToSession, _: &mut Context<Self>) {
+            let text = match msg {
+                ToSession::Frames { frames, .. } => {
+                    frames.iter().map(|f| f.text.to_string()).collect()
+                }
+                ToSession::Close { code, .. } => format!("close {code}"),
+            };
+            self.0.lock().unwrap().push(text);
+        }
+    }
+
+    /// Records the sessions the lane tells the hub about.
+    struct HubStub(Arc<Mutex<Vec<SocketId>>>);
+    impl Actor for HubStub {
+        type Context = Context<Self>;
+    }
+    impl Handler<Disconnect> for HubStub {
+        type Result = ();
+        fn handle(&mut self, msg: Disconnect, _: &mut Context<Self>) {
+            self.0.lock().unwrap().push(msg.id);
+        }
+    }
+
+    fn frames(text: &str, kind: FrameKind) -> Batch {
+        vec![Outbound {
+            text: text.into(),
+            kind,
+            skip: None,
+        }]
+        .into()
+    }
+
+    struct Setup {
+        lane: LaneHandle,
+        id: SocketId,
+        outflow: Arc<Outflow>,
+        seen: Arc<Mutex<Vec<String>>>,
+        gone: Arc<Mutex<Vec<SocketId>>>,
+    }
+
+    fn setup(max_buffer_bytes: usize) -> Setup {
+        let gone = Arc::new(Mutex::new(Vec::new()));
+        let hub = HubStub(gone.clone()).start();
+        let lane = current(hub.recipient(), Arc::new(Metrics::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let probe = Probe(seen.clone()).start();
+        let id = SocketId {
+            instance: InstanceId(1),
+            session: 7,
+        };
+        let outflow = Arc::new(Outflow::new(None, Duration::from_secs(60)));
+        lane.addr.do_send(Register {
+            id,
+            user: UserId(1),
+            addr: probe.recipient(),
+            outflow: outflow.clone(),
+            max_buffer_bytes,
+        });
+        Setup {
+            lane,
+            id,
+            outflow,
+            seen,
+            gone,
+        }
+    }
+
+    fn deliver(s: &Setup, batch: Batch, coalescible: bool) {
+        let bytes = batch.iter().map(|f| f.text.len()).sum();
+        s.lane.addr.do_send(LaneDeliver {
+            frames: batch,
+            bytes,
+            coalescible,
+            targets: vec![s.id],
+        });
+    }
+
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    /// A socket whose unsent bytes would pass the cap is closed with 4029, the hub is
+    /// told, and nothing more reaches it.
+    #[actix::test]
+    async fn over_the_byte_cap_a_chat_frame_closes_with_4029() {
+        let s = setup(100);
+        let chat = FrameKind::Chat {
+            conversation: crate::db::ConversationId(1),
+            seq: 1,
+        };
+        deliver(&s, frames("first", chat), false);
+        settle().await;
+        assert_eq!(*s.seen.lock().unwrap(), vec!["first".to_string()]);
+        // Nothing has left: the 5 bytes are still counted, and 200 more pass the cap.
+        deliver(&s, frames(&"x".repeat(200), chat), false);
+        deliver(&s, frames("after", chat), false);
+        settle().await;
+        assert_eq!(
+            *s.seen.lock().unwrap(),
+            vec!["first".to_string(), "close 4029".to_string()]
+        );
+        assert_eq!(*s.gone.lock().unwrap(), vec![s.id]);
+    }
+
+    /// Stats over the cap are not a reason to close: the newest waits and is sent once
+    /// there is room, the ones it replaced never.
+    #[actix::test]
+    async fn over_the_byte_cap_stats_are_coalesced_and_retried() {
+        let s = setup(100);
+        s.outflow.queued(90);
+        deliver(
+            &s,
+            frames(&format!("stats 1 {}", "x".repeat(20)), FrameKind::Stats),
+            true,
+        );
+        deliver(
+            &s,
+            frames(&format!("stats 2 {}", "x".repeat(20)), FrameKind::Stats),
+            true,
+        );
+        settle().await;
+        assert!(s.seen.lock().unwrap().is_empty());
+        // The socket's writer catches up.
+        s.outflow.unqueued(90);
+        tokio::time::sleep(STATS_RETRY_INTERVAL * 2).await;
+        let seen = s.seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "{seen:?}");
+        assert!(seen[0].starts_with("stats 2"), "{seen:?}");
+        assert!(s.gone.lock().unwrap().is_empty(), "not closed");
+    }
+
+    /// A close from the hub reaches the session behind the deliveries sent before it,
+    /// and the session gets nothing after it.
+    #[actix::test]
+    async fn a_close_stays_behind_earlier_deliveries() {
+        let s = setup(1 << 20);
+        deliver(&s, frames("before", FrameKind::Event), false);
+        s.lane.addr.do_send(LaneSend {
+            id: s.id,
+            msg: ToSession::Close {
+                code: 4001,
+                reason: "token revoked".into(),
+            },
+        });
+        deliver(&s, frames("after", FrameKind::Event), false);
+        settle().await;
+        assert_eq!(
+            *s.seen.lock().unwrap(),
+            vec!["before".to_string(), "close 4001".to_string()]
+        );
+    }
+}
