@@ -674,7 +674,7 @@ impl Handler<SetToken> for Hub {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::db::users::UserRow;
     use std::time::Duration;
@@ -685,8 +685,8 @@ mod tests {
         fn last_socket_closed(&self, _: UserId) {}
     }
 
-    /// A session stand-in that records what the hub tells it.
-    struct Probe(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+    /// A session stand-in that records what it is told (frames' texts, or `close <code>`).
+    pub(crate) struct Probe(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<String>>>);
     impl Actor for Probe {
         type Context = Context<Self>;
     }

@@ -280,26 +280,9 @@ impl Handler<LaneDeliver> for Lane {
 mod tests {
     use super::*;
     use crate::domain::events::InstanceId;
+    use crate::realtime::hub::tests::Probe;
     use crate::realtime::hub::{FrameKind, Outbound};
     use std::sync::Mutex;
-
-    /// Records what a session would be told.
-    struct Probe(Arc<Mutex<Vec<String>>>);
-    impl Actor for Probe {
-        type Context = Context<Self>;
-    }
-    impl Handler<ToSession> for Probe {
-        type Result = ();
-        fn handle(&mut self, msg: ToSession, _: &mut Context<Self>) {
-            let text = match msg {
-                ToSession::Frames { frames, .. } => {
-                    frames.iter().map(|f| f.text.to_string()).collect()
-                }
-                ToSession::Close { code, .. } => format!("close {code}"),
-            };
-            self.0.lock().unwrap().push(text);
-        }
-    }
 
     /// Records the sessions the lane tells the hub about.
     struct HubStub(Arc<Mutex<Vec<SocketId>>>);
