@@ -111,6 +111,8 @@ pub struct WsSession {
     refuse: Option<(u16, &'static str)>,
     /// A place among the unauthenticated sockets of this address, until authenticated.
     gate_ticket: Option<Ticket>,
+    /// The lane of this session's thread, once registered there (authenticated).
+    lane: Option<LaneHandle>,
 }
 
 impl WsSession {
@@ -143,15 +145,8 @@ impl WsSession {
             outflow,
             refuse: None,
             gate_ticket: None,
+            lane: None,
         }
-    }
-
-    /// The lane of this session's thread.
-    fn lane(&self) -> LaneHandle {
-        lane::current(
-            self.state.hub.clone().recipient(),
-            self.state.metrics.clone(),
-        )
     }
 
     fn send(
@@ -224,7 +219,11 @@ impl WsSession {
             Err(_) => return self.close(ctx, CLOSE_UNAUTHORIZED, "invalid or expired token"),
         };
         // Deliveries come through this thread's lane: registered there first.
-        let lane = self.lane();
+        let lane = lane::current(
+            self.state.hub.clone().recipient(),
+            self.state.metrics.clone(),
+        );
+        self.lane = Some(lane.clone());
         lane.addr.do_send(Register {
             id: self.id,
             user: user.id,
@@ -634,7 +633,9 @@ impl Actor for WsSession {
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
         if self.auth.is_some() {
             self.state.hub.do_send(Disconnect { id: self.id });
-            self.lane().addr.do_send(Unregister { id: self.id });
+        }
+        if let Some(lane) = &self.lane {
+            lane.addr.do_send(Unregister { id: self.id });
         }
         Running::Stop
     }
