@@ -9,17 +9,22 @@ use actix::prelude::*;
 
 use crate::state::AppState;
 
-/// The sweeper actor.
+/// The sweeper actor. The presence sweep runs on every tick; the database maintenance
+/// runs beside it, one run at a time, so that a database that stopped answering (each
+/// step then waits for the pool's timeout) never holds presence back: users still go
+/// offline on time, and their flips wait in presence's own retry queue.
 pub struct Sweeper {
     state: AppState,
-    running: bool,
+    sweeping: bool,
+    maintaining: bool,
 }
 
 impl Sweeper {
     pub fn new(state: AppState) -> Sweeper {
         Sweeper {
             state,
-            running: false,
+            sweeping: false,
+            maintaining: false,
         }
     }
 
@@ -28,25 +33,38 @@ impl Sweeper {
         if !self.state.cluster.holds_duty() {
             return;
         }
-        if self.running {
-            log::warn!("sweeper: previous run still going, skipping this one");
+        self.state.metrics.sweeper_runs.inc();
+        if !self.sweeping {
+            self.sweeping = true;
+            let state = self.state.clone();
+            let fut = async move { sweep_presence(&state).await };
+            ctx.spawn(fut.into_actor(self).map(|_, act, _| act.sweeping = false));
+        }
+        if self.maintaining {
+            log::warn!("sweeper: previous maintenance still going, skipping this one");
             return;
         }
-        self.running = true;
+        self.maintaining = true;
         let state = self.state.clone();
-        let fut = async move { run_once(&state).await };
-        ctx.spawn(fut.into_actor(self).map(|_, act, _| act.running = false));
+        let fut = async move { maintain(&state).await };
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(|_, act, _| act.maintaining = false),
+        );
     }
 }
 
-/// One sweep: every step runs even if another failed.
-pub async fn run_once(state: &AppState) {
-    state.metrics.sweeper_runs.inc();
+/// Users silent too long go offline.
+async fn sweep_presence(state: &AppState) {
     match state.presence.sweep().await {
         Ok(n) if n > 0 => log::info!("sweeper: {n} users went offline"),
         Ok(_) => {}
         Err(e) => log::error!("sweeper: presence sweep failed: {e}"),
     }
+}
+
+/// The database steps: every step runs even if another failed.
+async fn maintain(state: &AppState) {
     if let Err(e) = crate::domain::checkins::sweep(state).await {
         log::error!("sweeper: check-in maintenance failed: {e}");
     }
