@@ -180,20 +180,6 @@ macro_rules! insert_row {
     };
 }
 
-/// Moves a member's read marker forward to `seq` (never back).
-macro_rules! move_read_marker {
-    ($c:expr, $conversation:expr, $user:expr, $seq:expr) => {
-        diesel::update(
-            conversation_members::table
-                .filter(conversation_members::conversation_id.eq($conversation))
-                .filter(conversation_members::user_id.eq($user))
-                .filter(conversation_members::last_read_seq.lt($seq)),
-        )
-        .set(conversation_members::last_read_seq.eq($seq))
-        .execute($c)?
-    };
-}
-
 /// The statements that store one message inside an open transaction: the conversation's
 /// next `seq`, the row, and the sender's read marker moved to it. A message with the same
 /// (conversation, sender, client_msg_id) already stored is returned instead, with `false`.
@@ -213,7 +199,12 @@ macro_rules! insert_statements {
             .returning(conversations::last_seq)
             .get_result(c)?;
         let row = insert_row!(c, new, seq);
-        move_read_marker!(c, new.conversation_id, new.sender_id, seq);
+        super::fixed::MoveReadMarker {
+            conversation: new.conversation_id,
+            user: new.sender_id,
+            seq,
+        }
+        .execute(c)?;
         Ok((row, true))
     }};
 }
@@ -280,7 +271,7 @@ fn insert_grouped_sqlite(
 /// and two batches always lock in the same order). `last_seq`, `last_message_at` and the
 /// senders' read markers are written once per conversation at the end. On SQLite every
 /// statement stays prepared ([`super::fixed`]); on PostgreSQL a batch is three statements
-/// whatever its size. If any statement fails, the
+/// between BEGIN and COMMIT whatever its size. If any statement fails, the
 /// whole batch is rolled back and each message is stored in a transaction of its own, so
 /// that a failing one fails alone.
 pub fn insert_batch(

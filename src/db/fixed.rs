@@ -5,23 +5,33 @@
 //! Each statement here is its own type, so diesel's statement cache keys it by type and
 //! prepares it once per connection.
 
+use diesel::backend::Backend;
 use diesel::query_builder::{AstPass, QueryFragment, QueryId};
-use diesel::sql_types::{BigInt, Timestamp};
+use diesel::serialize::ToSql;
+use diesel::sql_types::{BigInt, HasSqlType, Timestamp};
 use diesel::sqlite::Sqlite;
 use diesel::{QueryResult, RunQueryDsl, SqliteConnection};
 
 use super::{ConversationId, UserId};
 use crate::error::{AppError, AppResult};
 
-/// A statement without parameters: a unit type per text.
-macro_rules! fixed {
-    ($name:ident, $sql:literal) => {
-        struct $name;
-
+/// A statement type that diesel caches by the type itself.
+macro_rules! cached_by_type {
+    ($name:ident) => {
         impl QueryId for $name {
             type QueryId = $name;
             const HAS_STATIC_QUERY_ID: bool = true;
         }
+
+        impl<C> RunQueryDsl<C> for $name {}
+    };
+}
+
+/// A statement without parameters: a unit type per text.
+macro_rules! fixed {
+    ($name:ident, $sql:literal) => {
+        struct $name;
+        cached_by_type!($name);
 
         impl QueryFragment<Sqlite> for $name {
             fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
@@ -29,8 +39,6 @@ macro_rules! fixed {
                 Ok(())
             }
         }
-
-        impl RunQueryDsl<SqliteConnection> for $name {}
     };
 }
 
@@ -63,10 +71,7 @@ pub struct SetTail {
     pub at: chrono::NaiveDateTime,
 }
 
-impl QueryId for SetTail {
-    type QueryId = SetTail;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
+cached_by_type!(SetTail);
 
 impl QueryFragment<Sqlite> for SetTail {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
@@ -80,22 +85,22 @@ impl QueryFragment<Sqlite> for SetTail {
     }
 }
 
-impl RunQueryDsl<SqliteConnection> for SetTail {}
-
-/// Moves a member's read marker forward to `seq` (never back).
+/// Moves a member's read marker forward to `seq` (never back). On both backends: the
+/// one-message transaction uses it too.
 pub struct MoveReadMarker {
     pub conversation: ConversationId,
     pub user: UserId,
     pub seq: i64,
 }
 
-impl QueryId for MoveReadMarker {
-    type QueryId = MoveReadMarker;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
+cached_by_type!(MoveReadMarker);
 
-impl QueryFragment<Sqlite> for MoveReadMarker {
-    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+impl<DB> QueryFragment<DB> for MoveReadMarker
+where
+    DB: Backend + HasSqlType<BigInt>,
+    i64: ToSql<BigInt, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
         out.push_sql("UPDATE conversation_members SET last_read_seq = ");
         out.push_bind_param::<BigInt, _>(&self.seq)?;
         out.push_sql(" WHERE conversation_id = ");
@@ -107,8 +112,6 @@ impl QueryFragment<Sqlite> for MoveReadMarker {
         Ok(())
     }
 }
-
-impl RunQueryDsl<SqliteConnection> for MoveReadMarker {}
 
 #[cfg(test)]
 mod tests {

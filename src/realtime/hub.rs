@@ -24,7 +24,6 @@ use actix::prelude::*;
 use bytestring::ByteString;
 
 use super::lane::{LaneDeliver, LaneHandle, LaneId, LaneSend};
-use super::outflow::Outflow;
 use super::protocol::{
     ServerFrame, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED,
 };
@@ -88,7 +87,6 @@ pub struct Connect {
     pub jti: String,
     /// The token generation the session authenticated with.
     pub gen: i64,
-    pub outflow: Arc<Outflow>,
     /// The lane of the session's thread, which has registered it already.
     pub lane: LaneHandle,
 }
@@ -222,7 +220,6 @@ struct SessionEntry {
     user: UserId,
     jti: String,
     gen: i64,
-    outflow: Arc<Outflow>,
     lane: LaneId,
     rooms: HashSet<RoomKey>,
 }
@@ -246,7 +243,7 @@ pub struct Hub {
 }
 
 /// The bytes of a batch, as counted against a socket's buffer cap.
-fn batch_bytes(frames: &Batch) -> usize {
+pub(super) fn batch_bytes(frames: &Batch) -> usize {
     frames.iter().map(|f| f.text.len()).sum()
 }
 
@@ -447,11 +444,9 @@ impl Hub {
                 id.session,
                 access.role.as_str()
             );
-            if let (Some(frame), Some(entry)) = (left_frame(room), self.sessions.get(&id)) {
+            if let Some(frame) = left_frame(room) {
                 let batch: Batch = vec![Outbound::new(&frame, FrameKind::Event)].into();
-                // A control notice: it must get through even when the mailbox is full.
                 let bytes = batch_bytes(&batch);
-                entry.outflow.queued(bytes);
                 self.tell(
                     id,
                     ToSession::Frames {
@@ -551,7 +546,6 @@ impl Handler<Connect> for Hub {
                 user: msg.user,
                 jti: msg.jti,
                 gen: msg.gen,
-                outflow: msg.outflow,
                 lane: msg.lane.id,
                 rooms: HashSet::from([own_room]),
             },
@@ -734,21 +728,22 @@ pub(crate) mod tests {
             instance: crate::domain::events::InstanceId(1),
             session: 1,
         };
-        let outflow = Arc::new(Outflow::new(None, Duration::from_secs(1)));
-        let lane = super::super::lane::current(hub.clone().recipient(), metrics);
+        let outflow = Arc::new(super::super::outflow::Outflow::new(
+            None,
+            Duration::from_secs(1),
+        ));
+        let lane = super::super::lane::current(hub.clone().recipient(), metrics, 1 << 20);
         lane.addr.do_send(super::super::lane::Register {
             id,
             user: UserId(1),
             addr: probe.clone().recipient(),
-            outflow: outflow.clone(),
-            max_buffer_bytes: 1 << 20,
+            outflow,
         });
         hub.do_send(Connect {
             id,
             user: UserId(1),
             jti: "j".into(),
             gen: 0,
-            outflow,
             lane,
         });
         let room = RoomKey::Presence;

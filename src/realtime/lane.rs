@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::hub::{Batch, Disconnect, SocketId, ToSession};
+use super::hub::{batch_bytes, Batch, Disconnect, SocketId, ToSession};
 use super::outflow::Outflow;
 use super::protocol::CLOSE_TOO_SLOW;
 use crate::db::UserId;
@@ -50,8 +50,13 @@ thread_local! {
 }
 
 /// This thread's lane, started on first use. Call it from the thread (arbiter) whose
-/// sessions it serves.
-pub fn current(hub: Recipient<Disconnect>, metrics: Arc<Metrics>) -> LaneHandle {
+/// sessions it serves. `max_buffer_bytes`: the unsent bytes one socket may have before
+/// chat and events close it (4029).
+pub fn current(
+    hub: Recipient<Disconnect>,
+    metrics: Arc<Metrics>,
+    max_buffer_bytes: usize,
+) -> LaneHandle {
     LANE.with(|lane| {
         let mut lane = lane.borrow_mut();
         match &*lane {
@@ -61,7 +66,7 @@ pub fn current(hub: Recipient<Disconnect>, metrics: Arc<Metrics>) -> LaneHandle 
             _ => {
                 let handle = LaneHandle {
                     id: LaneId(NEXT_LANE.fetch_add(1, Ordering::Relaxed)),
-                    addr: Lane::new(hub, metrics).start(),
+                    addr: Lane::new(hub, metrics, max_buffer_bytes).start(),
                 };
                 *lane = Some(handle.clone());
                 handle
@@ -87,12 +92,12 @@ pub struct Lane {
 }
 
 impl Lane {
-    fn new(hub: Recipient<Disconnect>, metrics: Arc<Metrics>) -> Lane {
+    fn new(hub: Recipient<Disconnect>, metrics: Arc<Metrics>, max_buffer_bytes: usize) -> Lane {
         Lane {
             sessions: HashMap::new(),
             hub,
             metrics,
-            max_buffer_bytes: usize::MAX,
+            max_buffer_bytes,
         }
     }
 
@@ -169,7 +174,7 @@ impl Lane {
             .filter_map(|(id, l)| l.pending_stats.clone().map(|b| (*id, b)))
             .collect();
         for (id, frames) in pending {
-            let bytes = frames.iter().map(|f| f.text.len()).sum();
+            let bytes = batch_bytes(&frames);
             self.deliver_to(id, &frames, bytes, true);
         }
     }
@@ -193,8 +198,6 @@ pub struct Register {
     pub user: UserId,
     pub addr: Recipient<ToSession>,
     pub outflow: Arc<Outflow>,
-    /// Unsent bytes one socket may have before chat and events close it (4029).
-    pub max_buffer_bytes: usize,
 }
 
 /// A session of this thread is gone.
@@ -236,6 +239,11 @@ impl Handler<LaneSend> for Lane {
                 local.outflow.cut_off();
             }
         } else if let Some(local) = self.sessions.get(&msg.id) {
+            if let ToSession::Frames { bytes, .. } = &msg.msg {
+                // Counted like any delivery, though it skips the caps: a control notice
+                // gets through even when the mailbox is full.
+                local.outflow.queued(*bytes);
+            }
             local.addr.do_send(msg.msg);
         }
     }
@@ -245,7 +253,6 @@ impl Handler<Register> for Lane {
     type Result = ();
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
-        self.max_buffer_bytes = msg.max_buffer_bytes;
         self.sessions.insert(
             msg.id,
             Local {
@@ -316,7 +323,7 @@ mod tests {
     fn setup(max_buffer_bytes: usize) -> Setup {
         let gone = Arc::new(Mutex::new(Vec::new()));
         let hub = HubStub(gone.clone()).start();
-        let lane = current(hub.recipient(), Arc::new(Metrics::new()));
+        let lane = current(hub.recipient(), Arc::new(Metrics::new()), max_buffer_bytes);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let probe = Probe(seen.clone()).start();
         let id = SocketId {
@@ -329,7 +336,6 @@ mod tests {
             user: UserId(1),
             addr: probe.recipient(),
             outflow: outflow.clone(),
-            max_buffer_bytes,
         });
         Setup {
             lane,
@@ -341,7 +347,7 @@ mod tests {
     }
 
     fn deliver(s: &Setup, batch: Batch, coalescible: bool) {
-        let bytes = batch.iter().map(|f| f.text.len()).sum();
+        let bytes = batch_bytes(&batch);
         s.lane.addr.do_send(LaneDeliver {
             frames: batch,
             bytes,

@@ -222,6 +222,7 @@ impl WsSession {
         let lane = lane::current(
             self.state.hub.clone().recipient(),
             self.state.metrics.clone(),
+            self.state.config.ws_max_buffer_bytes,
         );
         self.lane = Some(lane.clone());
         lane.addr.do_send(Register {
@@ -229,14 +230,12 @@ impl WsSession {
             user: user.id,
             addr: ctx.address().recipient(),
             outflow: self.outflow.clone(),
-            max_buffer_bytes: self.state.config.ws_max_buffer_bytes,
         });
         self.state.hub.do_send(Connect {
             id: self.id,
             user: user.id,
             jti: user.jti.clone(),
             gen: user.gen,
-            outflow: self.outflow.clone(),
             lane,
         });
         self.gate_ticket = None;
