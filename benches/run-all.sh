@@ -6,12 +6,15 @@
 #   cargo build --release --bins
 # Chat-store on PostgreSQL needs the server at 127.0.0.1:5432 (user postgres, trust auth);
 # a fresh database is created for the run (PG_URL overrides the server's URL prefix).
+# TAG=x names the files <scenario>-x.txt|json (and machine-x.txt), so that a new run does
+# not overwrite the tables an earlier section of BENCHMARKS.md cites.
 set -eu
 B=target/release/spotter-bench
 S=target/release/spotter
 OUT=benches/results
 PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PG_DB=spotter_bench_$(date -u +%Y%m%d%H%M%S)
+SUFFIX=${TAG:+-$TAG}
 mkdir -p "$OUT"
 {
   date -u
@@ -20,8 +23,8 @@ mkdir -p "$OUT"
   grep -m1 'model name' /proc/cpuinfo
   grep MemTotal /proc/meminfo
   git rev-parse --short HEAD
-} > "$OUT/machine.txt"
-run() { name=$1; shift; echo "== $name, $(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine.txt"; "$@" --json "$OUT/$name.json" | tee "$OUT/$name.txt"; }
+} > "$OUT/machine$SUFFIX.txt"
+run() { name=$1$SUFFIX; shift; echo "== $name, $(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/machine$SUFFIX.txt"; "$@" --json "$OUT/$name.json" | tee "$OUT/$name.txt"; }
 run heartbeat       $B heartbeat  --spawn $S --compare --rate 5000 --connections 64 --users 200 --duration 10
 run fanout          $B fanout     --spawn $S --compare --rooms 10 --sockets 50 --duration 10 --then-fraction 0 --per-publisher-rates 2,10,20
 run fanout-two-way  $B fanout     --spawn $S --compare --rooms 10 --sockets 50 --duration 10 --then-fraction 0 --per-publisher-rates 2,10,20 --two-way
@@ -31,4 +34,4 @@ run chat-store      $B chat-store --spawn $S --compare --conversations 100 --rat
 createdb -h 127.0.0.1 -U postgres "$PG_DB"
 run chat-store-pg   $B chat-store --spawn $S --server-env "SPOTTER_DATABASE_URL=$PG_URL/$PG_DB" --conversations 100 --rate 1000 --duration 10
 dropdb -h 127.0.0.1 -U postgres "$PG_DB" || true
-uptime >> "$OUT/machine.txt"
+uptime >> "$OUT/machine$SUFFIX.txt"
