@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpServer};
+use actix_web::{web, App};
 
 use crate::auth::jwt::{load_or_create_secret, JwtKeys};
 use crate::auth::revocation::RevocationList;
@@ -190,15 +190,53 @@ pub async fn start(config: Config) -> AppResult<Started> {
 
 /// Notes each connection's TCP socket, so that a session can cut off a client that stops
 /// reading (`realtime::outflow`).
-fn note_socket(conn: &dyn std::any::Any, ext: &mut actix_web::dev::Extensions) {
+fn note_socket(tcp: &actix_web::rt::net::TcpStream, ext: &mut actix_web::dev::Extensions) {
     use std::os::fd::AsRawFd;
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
-        ext.insert(crate::realtime::outflow::ConnSocket(tcp.as_raw_fd()));
-    }
+    ext.insert(crate::realtime::outflow::ConnSocket(tcp.as_raw_fd()));
+}
+
+/// The app every request is answered by, one per worker (and one more per worker for the
+/// WebSocket handshakes, `http::takeover`).
+fn app(
+    data: web::Data<AppState>,
+) -> App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let st = data.get_ref().clone();
+    App::new()
+        .app_data(data)
+        .configure(move |c| crate::http::configure(c, &st))
+        .wrap(from_fn(crate::http::drain::read_small_bodies))
+        .wrap(from_fn(crate::http::observe))
+        .wrap(from_fn(crate::http::headers::security))
+        .wrap(from_fn(crate::http::normalize_path))
+}
+
+/// The listening socket (SO_REUSEADDR, a backlog of 1,024 as actix-web's own).
+fn listen(bind: &str) -> std::io::Result<std::net::TcpListener> {
+    let addr: std::net::SocketAddr = bind
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
 }
 
 /// `spotter serve`: runs until SIGTERM/SIGINT, then drains.
 pub async fn serve(config: Config) -> std::io::Result<()> {
+    use actix_service::{IntoServiceFactory, ServiceFactoryExt};
+    use actix_web::http::KeepAlive;
     let bind = config.bind.clone();
     let drain = config.drain;
     let started = start(config)
@@ -206,29 +244,46 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         .map_err(|e| std::io::Error::other(e.to_string()))?;
     let state = started.state.clone();
     let data = web::Data::new(state.clone());
-    let server = HttpServer::new(move || {
-        let st = data.get_ref().clone();
-        App::new()
-            .app_data(data.clone())
-            .configure(move |c| crate::http::configure(c, &st))
-            .wrap(from_fn(crate::http::drain::read_small_bodies))
-            .wrap(from_fn(crate::http::observe))
-            .wrap(from_fn(crate::http::headers::security))
-            .wrap(from_fn(crate::http::normalize_path))
-    })
-    .on_connect(note_socket)
-    .disable_signals()
-    // A realtime server writes small frames: no Nagle delay waiting for the peer's ACK.
-    .tcp_nodelay(true)
-    .shutdown_timeout(drain.as_secs())
-    .bind(&bind)?;
-    for addr in server.addrs() {
-        log::info!(
-            "listening on http://{addr} ({} storage)",
-            state.db.backend_name()
-        );
-    }
-    let server = server.run();
+    let listener = listen(&bind)?;
+    let addr = listener.local_addr()?;
+    // What actix-web's HttpServer builds, with one addition: WebSocket handshakes go to
+    // `http::takeover`, which gives the socket the bare connection (`realtime::wire`).
+    let mut builder = actix_web::dev::Server::build()
+        .disable_signals()
+        .shutdown_timeout(drain.as_secs());
+    let shutdown = builder.graceful_shutdown_signal();
+    builder = builder.listen("spotter", listener, move || {
+        let data = data.clone();
+        let shutdown = shutdown.clone();
+        let upgrade_data = data.clone();
+        actix_http::HttpService::build()
+            .keep_alive(KeepAlive::default())
+            .client_request_timeout(std::time::Duration::from_secs(5))
+            .client_disconnect_timeout(std::time::Duration::from_secs(1))
+            // A realtime server writes small frames: no Nagle delay waiting for the ACK.
+            .tcp_nodelay(true)
+            .local_addr(addr)
+            .graceful_shutdown_signal(move || {
+                let signal = shutdown.clone();
+                async move { signal.notified().await }
+            })
+            .on_connect_ext(|io: &actix_web::rt::net::TcpStream, ext| note_socket(io, ext))
+            .upgrade(crate::http::takeover::service(move || {
+                app(upgrade_data.clone()).into_factory()
+            }))
+            .finish(actix_service::map_config(
+                app(data)
+                    .into_factory()
+                    .map_err(|e: actix_web::Error| e.error_response()),
+                |_| actix_web::dev::AppConfig::default(),
+            ))
+            .tcp()
+    })?;
+    log::info!(
+        "listening on http://{addr} ({} storage)",
+        state.db.backend_name()
+    );
+    let server = builder.run();
     let handle = server.handle();
 
     let st = state.clone();
@@ -249,8 +304,23 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
             Ok(n) => log::info!("closed {n} sockets"),
             Err(e) => log::error!("hub did not answer: {e}"),
         }
+        // The sockets run in tasks of their own (`realtime::wire`): wait for them to
+        // finish their close before the workers stop.
+        let closed = async {
+            while crate::realtime::wire::live() > 0 {
+                actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        };
+        let start = std::time::Instant::now();
+        if actix_web::rt::time::timeout(drain, closed).await.is_err() {
+            log::warn!(
+                "{} sockets still open after the drain time",
+                crate::realtime::wire::live()
+            );
+        }
         let stop = handle.stop(true);
-        if actix_web::rt::time::timeout(drain, stop).await.is_err() {
+        let left = drain.saturating_sub(start.elapsed());
+        if actix_web::rt::time::timeout(left, stop).await.is_err() {
             log::warn!("drain time ran out; stopping now");
         }
     });

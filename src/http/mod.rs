@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod ops;
 pub mod people;
 pub mod static_files;
+pub mod takeover;
 pub mod users;
 
 use actix_web::body::{BoxBody, EitherBody, MessageBody};
@@ -89,10 +90,9 @@ async fn not_found() -> Result<HttpResponse, AppError> {
     ))]
 async fn ws_plain(
     req: HttpRequest,
-    stream: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    crate::realtime::session::upgrade(req, stream, state, None).await
+    crate::realtime::session::upgrade(req, state, None).await
 }
 
 /// The WebSocket, joined to conversation `id` once authenticated.
@@ -104,7 +104,6 @@ async fn ws_plain(
     ))]
 async fn ws_conversation(
     req: HttpRequest,
-    stream: web::Payload,
     state: web::Data<AppState>,
     path: web::Path<String>,
 ) -> Result<HttpResponse, actix_web::Error> {
@@ -112,7 +111,7 @@ async fn ws_conversation(
         .into_inner()
         .parse::<i64>()
         .map_err(|_| AppError::not_found("conversation"))?;
-    crate::realtime::session::upgrade(req, stream, state, Some(ConversationId(id))).await
+    crate::realtime::session::upgrade(req, state, Some(ConversationId(id))).await
 }
 
 /// Trailing slashes are optional and repeated slashes count as one: `/api/users/` is

@@ -10,3 +10,4 @@ pub mod presence;
 pub mod presence_pending;
 pub mod protocol;
 pub mod session;
+pub mod wire;

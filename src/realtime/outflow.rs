@@ -3,10 +3,10 @@
 //!
 //! Everything is counted: the hub adds a delivery's bytes before it enters the session's
 //! mailbox, and they stay counted while the session hands them to its WebSocket context
-//! and until the HTTP writer has taken them and asked for more. The writer asks only
-//! when its own buffer is below its limit (`h1_write_buffer_size`), so what is uncounted
-//! is at most that buffer and the kernel's socket buffer; a client that never reads keeps
-//! the writer from asking, so its count only grows, and the hub cuts it off past the cap.
+//! and until the socket's writer (`realtime::wire`) has put them in the kernel and asked
+//! for more. The writer asks only when its last chunk is wholly written, so what is
+//! uncounted is at most the kernel's socket buffer; a client that never reads keeps the
+//! writer from asking, so its count only grows, and the hub cuts it off past the cap.
 //!
 //! A socket closed by the server is given a grace period to flush its close frame; one
 //! that still has not read by then has its TCP connection shut down, so that a frozen
@@ -28,7 +28,7 @@ use futures_util::Stream;
 /// bytes to its context) and the response body (which sees them leave).
 #[derive(Default)]
 pub struct Outflow {
-    /// Bytes queued or buffered and not yet taken by the HTTP writer.
+    /// Bytes queued or buffered and not yet written by the socket's writer.
     unsent: AtomicUsize,
     /// Bytes the session handed to its context since the body last yielded.
     handed: AtomicUsize,
@@ -119,8 +119,8 @@ impl ConnSocket {
     }
 }
 
-/// The response body of a socket: the WebSocket context's stream, releasing from the
-/// count what the writer has taken each time it asks for more.
+/// What a socket writes: the WebSocket context's stream, releasing from the count what
+/// the writer has written each time it asks for more.
 pub struct CountedBody<S> {
     inner: S,
     outflow: Arc<Outflow>,

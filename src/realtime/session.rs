@@ -23,6 +23,7 @@ use super::lane::{self, LaneHandle, Register, Unregister};
 use super::ordering::{self, Gap, Streams};
 use super::outflow::{ConnSocket, CountedBody, Outflow};
 use super::protocol::{self, ClientFrame, Incoming, ServerFrame};
+use super::wire::Takeover;
 use crate::auth::AuthUser;
 use crate::db::ConversationId;
 use crate::domain::chat::Message;
@@ -693,7 +694,6 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
 /// `GET /ws`, `/ws/chat`, `/ws/conversations/{id}`: upgrades, then authenticates.
 pub async fn upgrade(
     req: HttpRequest,
-    stream: web::Payload,
     state: web::Data<AppState>,
     conversation: Option<ConversationId>,
 ) -> Result<HttpResponse, actix_web::Error> {
@@ -733,6 +733,11 @@ pub async fn upgrade(
     }
     let outflow = session.outflow.clone();
     let codec = actix_http::ws::Codec::new().max_size(state.config.ws_max_frame);
-    let frames = ws::WebsocketContext::with_codec(session, stream, codec);
-    Ok(ws::handshake(&req)?.streaming(CountedBody::new(Box::pin(frames), outflow)))
+    let mut res = ws::handshake(&req)?.finish();
+    // The connection is handed to the socket once this 101 is written (`http::takeover`).
+    res.extensions_mut().insert(Takeover::new(move |reader| {
+        let frames = ws::WebsocketContext::with_codec(session, reader, codec);
+        Box::pin(CountedBody::new(Box::pin(frames), outflow))
+    }));
+    Ok(res)
 }

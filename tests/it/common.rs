@@ -402,6 +402,24 @@ pub struct Ws {
 }
 
 impl Ws {
+    /// A socket on a connection whose handshake the test made itself; `leftover` is what
+    /// it read past the response head.
+    pub fn from_raw(stream: TcpStream, leftover: Vec<u8>) -> Ws {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let socket = WebSocket::from_partially_read(
+            MaybeTlsStream::Plain(stream),
+            leftover,
+            tungstenite::protocol::Role::Client,
+            None,
+        );
+        Ws {
+            socket,
+            closed: None,
+        }
+    }
+
     /// Sends any frame; false once the server has closed the socket.
     pub fn send_message(&mut self, msg: Message) -> bool {
         self.socket.send(msg).is_ok()
@@ -520,6 +538,22 @@ impl Ws {
             }
         }
         panic!("no {kind} frame within {WAIT:?}; saw {seen:?}");
+    }
+
+    /// The next frame that answers `reference`, of whatever type.
+    pub fn expect_ref(&mut self, reference: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Some(f) = self.next_within(Duration::from_millis(200)) {
+                if f["ref"] == reference {
+                    return f;
+                }
+            }
+            if let Some(code) = self.closed {
+                panic!("socket closed ({code}) while waiting for ref {reference}");
+            }
+        }
+        panic!("no answer to ref {reference} within {WAIT:?}");
     }
 
     /// Asserts that no frame of type `kind` arrives within `wait`.

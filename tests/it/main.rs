@@ -16,6 +16,7 @@ mod demo;
 mod faults;
 mod files;
 mod fuzz;
+mod handover;
 mod integrity;
 mod limits;
 mod openapi;
