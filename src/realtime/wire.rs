@@ -49,26 +49,30 @@ pub type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, actix_web::Error>>>>;
 /// answers what to write. Carried by the `101` response (its extensions).
 pub struct Takeover {
     start: Box<dyn FnOnce(Reader) -> Frames>,
+    /// Counted from the handshake's answer on, so that a socket between its `101` and its
+    /// first poll is waited for too.
+    live: Live,
 }
 
 impl Takeover {
     pub fn new(start: impl FnOnce(Reader) -> Frames + 'static) -> Takeover {
         Takeover {
             start: Box::new(start),
+            live: Live::enter(),
         }
     }
 
     /// Runs the socket on `tcp` until it ends; `early` is what the client sent after its
     /// handshake that was already read.
     pub async fn run(self, tcp: TcpStream, early: Bytes) {
-        let _live = Live::enter();
+        let Takeover { start, live: _live } = self;
         let tcp = Rc::new(tcp);
         let reader = Reader {
             tcp: tcp.clone(),
             early: (!early.is_empty()).then_some(early),
             eof: false,
         };
-        let frames = (self.start)(reader);
+        let frames = start(reader);
         Writer {
             tcp: &tcp,
             frames,
@@ -164,6 +168,10 @@ impl Future for Writer<'_> {
                     return Poll::Ready(());
                 }
                 match this.tcp.try_write(&this.pending) {
+                    Ok(0) => {
+                        log::debug!("socket write wrote nothing: closing");
+                        return Poll::Ready(());
+                    }
                     Ok(n) => this.pending.advance(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => {
