@@ -1156,6 +1156,10 @@ fn a_killed_instance_users_go_offline_and_its_duties_move() {
     }
     let on_both = c.a.login(&new_user(&c.b, &admin, "member"), PASSWORD);
     let _both_a = c.a.ws_auth(&on_both);
+    // B has A's login before this user's socket on B opens: a socket that reaches B
+    // first brings the user online there too, announced by B (two instances deciding the
+    // same transition at once), which is not what this test is about.
+    feed.expect_for(on_both.id, true, "login", WAIT);
     let _both_b = c.b.ws_auth(&on_both);
     // Longer than the heartbeat timeout: from here on only the sockets keep them online.
     feed.pump(Duration::from_secs(4));
