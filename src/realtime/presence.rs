@@ -13,6 +13,11 @@
 //! by the sweeper duty's holder only (`crate::cluster`). Replicas converge through a
 //! periodic table of each instance's sockets.
 //!
+//! Not exactly once across instances: when two instances bring the same user online
+//! within one Redis round trip (a login on one, a socket on the other), each decides the
+//! transition before it hears of the other's, and both announce `is_online: true`. The
+//! state converges; the duplicate announcement is what a client sees.
+//!
 //! A heartbeat of a user who is already online does not even message the actor: it is
 //! noted on the [`SeenBoard`], which the actor takes in every second and before each
 //! sweep, flush and snapshot. (A message would wake the actor's thread, a system call per
