@@ -68,6 +68,30 @@ fn bootstrap_admin(db: &Db, config: &Config) -> AppResult<()> {
 pub struct Started {
     pub state: AppState,
     pub sweeper: Addr<Sweeper>,
+    /// Starts the hub and the chat publisher on the thread that calls it first.
+    pub hub_runner: HubRunner,
+}
+
+/// The hub and the chat publisher, waiting for the thread they will run on. `serve` runs
+/// them on the first HTTP worker, beside the sessions of that worker's lane: a committed
+/// message then wakes one worker thread (publisher, hub and that lane in one go) and
+/// the other worker's lane, where on a thread of their own it woke that thread too, a
+/// context switch per message at everyday rates (BENCHMARKS.md, issue 14). Messages
+/// sent to the hub before it runs wait in its mailbox.
+#[derive(Clone)]
+pub struct HubRunner(Arc<std::sync::Mutex<Option<RunHub>>>);
+
+/// What starts the hub and the publisher on the calling thread.
+type RunHub = Box<dyn FnOnce() + Send>;
+
+impl HubRunner {
+    /// Runs the hub here (on this thread's arbiter), unless it runs already.
+    pub fn run_here(&self) {
+        let run = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(run) = run {
+            run();
+        }
+    }
 }
 
 /// Builds the state and starts the actors (inside a running actix system).
@@ -105,13 +129,14 @@ pub async fn start(config: Config) -> AppResult<Started> {
     // The hub and presence know each other: create presence's address first.
     let presence_ctx = Context::<PresenceServer>::new();
     let presence = presence_ctx.address();
-    let hub = Hub::new(
+    let hub_actor = Hub::new(
         Arc::new(HubPresence(presence.clone())),
         metrics.clone(),
         directory.clone(),
         config.ws_max_per_user,
-    )
-    .start();
+    );
+    let (hub_tx, hub_rx) = actix::dev::channel::channel::<Hub>(crate::realtime::hub::HUB_MAILBOX);
+    let hub = Addr::new(hub_tx);
     // One instance: the in-process broker. Several (SPOTTER_REDIS_URL): the Redis broker,
     // whose other instances' events arrive on `remote` (`crate::cluster`).
     let instance = crate::domain::events::InstanceId::random();
@@ -181,11 +206,19 @@ pub async fn start(config: Config) -> AppResult<Started> {
         stats: Default::default(),
     };
     crate::domain::checkins::init(&state).await?;
-    crate::domain::chat::start_publisher(&state);
+    let publisher_state = state.clone();
+    let hub_runner = HubRunner(Arc::new(std::sync::Mutex::new(Some(Box::new(move || {
+        Context::with_receiver(hub_rx).run(hub_actor);
+        crate::domain::chat::start_publisher(&publisher_state);
+    })))));
     crate::cluster::start(&state, hub, presence);
     state.db.start_checkpointer();
     let sweeper = Sweeper::new(state.clone()).start();
-    Ok(Started { state, sweeper })
+    Ok(Started {
+        state,
+        sweeper,
+        hub_runner,
+    })
 }
 
 /// Notes each connection's TCP socket, so that a session can cut off a client that stops
@@ -252,7 +285,10 @@ pub async fn serve(config: Config) -> std::io::Result<()> {
         .disable_signals()
         .shutdown_timeout(drain.as_secs());
     let shutdown = builder.graceful_shutdown_signal();
+    let hub_runner = started.hub_runner.clone();
     builder = builder.listen("spotter", listener, move || {
+        // Called on each worker's thread as it starts: the first one runs the hub.
+        hub_runner.run_here();
         let data = data.clone();
         let shutdown = shutdown.clone();
         let upgrade_data = data.clone();

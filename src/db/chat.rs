@@ -218,7 +218,7 @@ fn insert_grouped_sqlite(
     batch: &[&NewMessage],
     tails: Vec<(ConversationId, i64)>,
 ) -> AppResult<Vec<AppResult<(MessageRow, bool)>>> {
-    use super::fixed::{MoveReadMarker, SetTail};
+    use super::fixed::{InsertMessage, LastRowid, MoveReadMarker, SetTail};
     // Per conversation: the last seq given and the newest message's time.
     let mut tails: HashMap<ConversationId, (i64, Option<NaiveDateTime>)> = tails
         .into_iter()
@@ -228,15 +228,35 @@ fn insert_grouped_sqlite(
     let mut marks: HashMap<(ConversationId, UserId), i64> = HashMap::new();
     let mut results = Vec::with_capacity(batch.len());
     for new in batch {
-        if let Some(row) = find_repeat!(c, new) {
-            results.push(Ok((row, false)));
-            continue;
-        }
         let Some(tail) = tails.get_mut(&new.conversation_id) else {
             return Err(AppError::not_found("conversation"));
         };
         let seq = tail.0 + 1;
-        let row = insert_row!(c, new, seq);
+        // The insert probes the unique (conversation, sender, client_msg_id) index
+        // anyway: a repeat is what it declines, looked up only then (one probe per new
+        // message instead of two).
+        let inserted = InsertMessage { message: new, seq }.execute(c)? == 1;
+        let inserted = if inserted {
+            Some(MessageRow {
+                id: MessageId(LastRowid.get_result::<i64>(c)?),
+                conversation_id: new.conversation_id,
+                seq,
+                sender_id: new.sender_id,
+                content: new.content.clone(),
+                attachment_id: new.attachment_id,
+                client_msg_id: new.client_msg_id.clone(),
+                created_at: new.created_at,
+            })
+        } else {
+            None
+        };
+        let Some(row) = inserted else {
+            let row = find_repeat!(c, new).ok_or_else(|| {
+                AppError::internal("a message declined as a repeat is not stored")
+            })?;
+            results.push(Ok((row, false)));
+            continue;
+        };
         *tail = (seq, Some(new.created_at));
         marks.insert((new.conversation_id, new.sender_id), seq);
         results.push(Ok((row, true)));
@@ -770,17 +790,42 @@ mod tests {
             .map(|r| r.as_ref().map(|(row, new)| (row.seq, *new)).unwrap())
             .collect();
         assert_eq!(got, vec![(1, true), (2, true), (1, false), (3, true)]);
+        // What the writer answers is the row as stored (its id, its time to the
+        // fraction of a second), new or repeated.
+        let key = |r: &MessageRow| {
+            (
+                r.id,
+                r.conversation_id,
+                r.seq,
+                r.sender_id,
+                r.content.clone(),
+                r.attachment_id,
+                r.client_msg_id.clone(),
+                r.created_at,
+            )
+        };
+        let stored = range(&mut conn, a.id, 0, 3).unwrap();
+        let answered: Vec<_> = results
+            .iter()
+            .map(|r| key(&r.as_ref().unwrap().0))
+            .collect();
+        let expected: Vec<_> = [0, 1, 0, 2].iter().map(|&i| key(&stored[i])).collect();
+        assert_eq!(answered, expected);
 
         let mixed = [
             message(a.id, m, "4"),
             message(ConversationId(9_999), t, "x"),
             message(a.id, t, "5"),
+            // A repeat of an earlier commit's message: the original, nothing stored.
+            message(a.id, m, "2"),
         ];
         let refs: Vec<&NewMessage> = mixed.iter().collect();
         let results = insert_batch(&mut conn, &refs).unwrap();
         assert_eq!(results[0].as_ref().unwrap().0.seq, 4);
         assert!(results[1].is_err(), "{:?}", results[1]);
         assert_eq!(results[2].as_ref().unwrap().0.seq, 5);
+        let repeat = results[3].as_ref().unwrap();
+        assert_eq!((key(&repeat.0), repeat.1), (key(&stored[1]), false));
 
         let stored = find_conversation(&mut conn, a.id).unwrap().unwrap();
         assert_eq!(stored.last_seq, 5);

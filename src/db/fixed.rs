@@ -113,6 +113,64 @@ where
     }
 }
 
+/// Inserts a message unless its (conversation, sender, client_msg_id) is stored already;
+/// executes to 1 (inserted: [`LastRowid`] is its id) or 0 (a repeat). Without
+/// `RETURNING`: SQLite gathers a `RETURNING` statement's rows in a temporary table it
+/// builds and drops on every execution.
+pub struct InsertMessage<'a> {
+    pub message: &'a super::chat::NewMessage,
+    pub seq: i64,
+}
+
+impl QueryId for InsertMessage<'_> {
+    type QueryId = InsertMessage<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<C> RunQueryDsl<C> for InsertMessage<'_> {}
+
+impl QueryFragment<Sqlite> for InsertMessage<'_> {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        use diesel::sql_types::{Nullable, Text};
+        let m = self.message;
+        out.push_sql(
+            "INSERT INTO messages (conversation_id, seq, sender_id, content, attachment_id, \
+             client_msg_id, created_at) VALUES (",
+        );
+        out.push_bind_param::<BigInt, _>(&m.conversation_id.0)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&self.seq)?;
+        out.push_sql(", ");
+        out.push_bind_param::<BigInt, _>(&m.sender_id.0)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&m.content)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Nullable<BigInt>, _>(&m.attachment_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Text, _>(&m.client_msg_id)?;
+        out.push_sql(", ");
+        out.push_bind_param::<Timestamp, _>(&m.created_at)?;
+        out.push_sql(") ON CONFLICT (conversation_id, sender_id, client_msg_id) DO NOTHING");
+        Ok(())
+    }
+}
+
+/// The rowid the connection's last successful INSERT gave.
+pub struct LastRowid;
+
+cached_by_type!(LastRowid);
+
+impl diesel::query_builder::Query for LastRowid {
+    type SqlType = BigInt;
+}
+
+impl QueryFragment<Sqlite> for LastRowid {
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, Sqlite>) -> QueryResult<()> {
+        out.push_sql("SELECT last_insert_rowid()");
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

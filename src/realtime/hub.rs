@@ -17,7 +17,7 @@
 //! (the newest is kept and retried), and any other frame closes the session with 4029 so
 //! that the client resumes with `since_seq`.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -37,7 +37,7 @@ use crate::metrics::Metrics;
 pub use crate::domain::events::SocketId;
 
 /// Bound of the hub's own mailbox: publishers wait (`send().await`) when it is full.
-const HUB_MAILBOX: usize = 16_384;
+pub const HUB_MAILBOX: usize = 16_384;
 
 /// What a delivered frame is, for the slow-consumer policy and per-socket ordering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -266,13 +266,13 @@ impl Hub {
         max_per_user: usize,
     ) -> Hub {
         Hub {
-            sessions: HashMap::new(),
-            rooms: HashMap::new(),
-            users: HashMap::new(),
+            sessions: HashMap::default(),
+            rooms: HashMap::default(),
+            users: HashMap::default(),
             presence,
             metrics,
             directory,
-            lanes: HashMap::new(),
+            lanes: HashMap::default(),
             max_per_user,
             stats_version: i64::MIN,
         }
@@ -547,7 +547,7 @@ impl Handler<Connect> for Hub {
                 jti: msg.jti,
                 gen: msg.gen,
                 lane: msg.lane.id,
-                rooms: HashSet::from([own_room]),
+                rooms: HashSet::from_iter([own_room]),
             },
         );
         self.lanes.entry(msg.lane.id).or_insert(msg.lane.addr);

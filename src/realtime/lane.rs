@@ -11,8 +11,8 @@
 //! (`SPOTTER_WS_QUEUE` deliveries) is full, is closed with 4029, except for stats frames,
 //! which are coalesced (the newest is kept and retried).
 
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -86,6 +86,10 @@ struct Local {
 /// The lane actor.
 pub struct Lane {
     sessions: HashMap<SocketId, Local>,
+    /// Sessions holding a stats frame that did not fit (retried every
+    /// `STATS_RETRY_INTERVAL` while there are any: an idle lane sets no timer).
+    stats_waiting: bool,
+    retry_scheduled: bool,
     hub: Recipient<Disconnect>,
     metrics: Arc<Metrics>,
     max_buffer_bytes: usize,
@@ -94,7 +98,9 @@ pub struct Lane {
 impl Lane {
     fn new(hub: Recipient<Disconnect>, metrics: Arc<Metrics>, max_buffer_bytes: usize) -> Lane {
         Lane {
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
+            stats_waiting: false,
+            retry_scheduled: false,
             hub,
             metrics,
             max_buffer_bytes,
@@ -112,6 +118,7 @@ impl Lane {
         if unsent > 0 && unsent + bytes > self.max_buffer_bytes {
             if coalescible {
                 local.pending_stats = Some(frames.clone());
+                self.stats_waiting = true;
                 self.metrics.ws_stats_coalesced.inc();
             } else {
                 self.too_slow(id, &format!("{unsent} bytes unsent"));
@@ -135,6 +142,7 @@ impl Lane {
             }
             Err(SendError::Full(_)) if coalescible => {
                 local.pending_stats = Some(frames.clone());
+                self.stats_waiting = true;
                 self.metrics.ws_stats_coalesced.inc();
             }
             Err(SendError::Full(_)) => self.too_slow(id, "mailbox full"),
@@ -173,10 +181,25 @@ impl Lane {
             .iter()
             .filter_map(|(id, l)| l.pending_stats.clone().map(|b| (*id, b)))
             .collect();
+        self.stats_waiting = false;
         for (id, frames) in pending {
             let bytes = batch_bytes(&frames);
             self.deliver_to(id, &frames, bytes, true);
         }
+    }
+
+    /// Retries the waiting stats frames in `STATS_RETRY_INTERVAL`, again and again while
+    /// some still do not fit.
+    fn schedule_retry(&mut self, ctx: &mut Context<Self>) {
+        if !self.stats_waiting || self.retry_scheduled {
+            return;
+        }
+        self.retry_scheduled = true;
+        ctx.run_later(STATS_RETRY_INTERVAL, |lane, ctx| {
+            lane.retry_scheduled = false;
+            lane.retry_pending_stats();
+            lane.schedule_retry(ctx);
+        });
     }
 }
 
@@ -185,7 +208,6 @@ impl Actor for Lane {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(LANE_MAILBOX);
-        ctx.run_interval(STATS_RETRY_INTERVAL, |lane, _| lane.retry_pending_stats());
     }
 }
 
@@ -276,10 +298,11 @@ impl Handler<Unregister> for Lane {
 impl Handler<LaneDeliver> for Lane {
     type Result = ();
 
-    fn handle(&mut self, msg: LaneDeliver, _: &mut Context<Self>) {
+    fn handle(&mut self, msg: LaneDeliver, ctx: &mut Context<Self>) {
         for id in msg.targets {
             self.deliver_to(id, &msg.frames, msg.bytes, msg.coalescible);
         }
+        self.schedule_retry(ctx);
     }
 }
 

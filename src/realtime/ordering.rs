@@ -9,7 +9,8 @@
 //! it and everything after it wait while the session fills the gap from storage, or tells
 //! the client `resync_required` when that is not possible.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::VecDeque;
 
 use bytestring::ByteString;
 
