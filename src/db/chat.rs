@@ -234,7 +234,8 @@ fn insert_grouped_sqlite(
         let seq = tail.0 + 1;
         // The insert probes the unique (conversation, sender, client_msg_id) index
         // anyway: a repeat is what it declines, looked up only then (one probe per new
-        // message instead of two).
+        // message instead of two). A declined insert may use up an id (AUTOINCREMENT
+        // counts it): ids stay increasing and unique, as before, not gapless.
         let inserted = InsertMessage { message: new, seq }.execute(c)? == 1;
         let inserted = if inserted {
             Some(MessageRow {
@@ -777,6 +778,10 @@ mod tests {
         );
         let now = crate::time::to_db(crate::time::now());
         let (a, _) = get_or_create(&mut conn, t, m, now).unwrap();
+        // A message of another conversation first: ids and seqs then differ.
+        let other = user(&mut conn, "o", "member");
+        let (b, _) = get_or_create(&mut conn, t, other, now).unwrap();
+        insert_batch(&mut conn, &[&message(b.id, t, "b1")]).unwrap();
         let good = [
             message(a.id, t, "1"),
             message(a.id, m, "2"),
