@@ -86,9 +86,10 @@ struct Local {
 /// The lane actor.
 pub struct Lane {
     sessions: HashMap<SocketId, Local>,
-    /// Sessions holding a stats frame that did not fit (retried every
-    /// `STATS_RETRY_INTERVAL` while there are any: an idle lane sets no timer).
+    /// Whether some session holds a stats frame that did not fit: retried every
+    /// `STATS_RETRY_INTERVAL` while any does (an idle lane sets no timer).
     stats_waiting: bool,
+    /// Whether that retry is scheduled.
     retry_scheduled: bool,
     hub: Recipient<Disconnect>,
     metrics: Arc<Metrics>,
