@@ -236,27 +236,23 @@ fn insert_grouped_sqlite(
         // anyway: a repeat is what it declines, looked up only then (one probe per new
         // message instead of two). A declined insert may use up an id (AUTOINCREMENT
         // counts it): ids stay increasing and unique, as before, not gapless.
-        let inserted = InsertMessage { message: new, seq }.execute(c)? == 1;
-        let inserted = if inserted {
-            Some(MessageRow {
-                id: MessageId(LastRowid.get_result::<i64>(c)?),
-                conversation_id: new.conversation_id,
-                seq,
-                sender_id: new.sender_id,
-                content: new.content.clone(),
-                attachment_id: new.attachment_id,
-                client_msg_id: new.client_msg_id.clone(),
-                created_at: new.created_at,
-            })
-        } else {
-            None
-        };
-        let Some(row) = inserted else {
+        let inserted = InsertMessage { message: new, seq }.execute(c)?;
+        if inserted == 0 {
             let row = find_repeat!(c, new).ok_or_else(|| {
                 AppError::internal("a message declined as a repeat is not stored")
             })?;
             results.push(Ok((row, false)));
             continue;
+        }
+        let row = MessageRow {
+            id: MessageId(LastRowid.get_result::<i64>(c)?),
+            conversation_id: new.conversation_id,
+            seq,
+            sender_id: new.sender_id,
+            content: new.content.clone(),
+            attachment_id: new.attachment_id,
+            client_msg_id: new.client_msg_id.clone(),
+            created_at: new.created_at,
         };
         *tail = (seq, Some(new.created_at));
         marks.insert((new.conversation_id, new.sender_id), seq);
