@@ -257,6 +257,21 @@ fn idempotent_resend(app: &TestApp) {
         &p.member.token,
     );
     assert_eq!(seqs(&page["messages"]), vec![1, 2, 3]);
+    // The same new message sent 60 times at once (repeats of it meet in one group
+    // commit, where the insert declines them): one message, every answer the original.
+    let answers: Vec<Value> = std::thread::scope(|s| {
+        let sends: Vec<_> = (0..60)
+            .map(|_| s.spawn(|| send(app, &p.member, p.conv, "at once", "dup-par")))
+            .collect();
+        sends.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!(answers[0]["seq"], 4);
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    let (_, page) = app.get(
+        &format!("/api/chat/history?conversation_id={}", p.conv),
+        &p.member.token,
+    );
+    assert_eq!(seqs(&page["messages"]), vec![1, 2, 3, 4]);
 }
 
 fn reconnect_recovers_missed(app: &TestApp) {
