@@ -135,6 +135,11 @@ impl Db {
                     Pool::builder()
                         .max_size(size)
                         .connection_timeout(POOL_CHECKOUT_TIMEOUT)
+                        // An embedded database's connection does not go away: testing it
+                        // on every checkout (r2d2's default, a `SELECT 1` parsed each time)
+                        // was a statement per chat commit. A connection that failed a
+                        // statement is still dropped (`has_broken`).
+                        .test_on_check_out(false)
                         .connection_customizer(Box::new(SqlitePragmas))
                         .build(ConnectionManager::<SqliteConnection>::new(path))
                 };

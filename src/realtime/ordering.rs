@@ -20,6 +20,10 @@ use crate::db::{ConversationId, UserId};
 use crate::domain::chat::{Message, RECOVERY_MAX};
 use crate::error::ErrorBody;
 
+/// The frames one delivery makes a socket send: almost always one or two, kept on the
+/// stack (a delivery to each of a room's sockets allocates nothing here).
+pub type Out = smallvec::SmallVec<[ByteString; 4]>;
+
 /// How many of its own `client_msg_id`s a socket remembers, to leave them out of a fill.
 const OWN_REMEMBERED: usize = 1024;
 
@@ -99,7 +103,7 @@ impl Streams {
         me: SocketId,
         frame: Outbound,
         max_waiting: usize,
-        out: &mut Vec<ByteString>,
+        out: &mut Out,
     ) -> Result<Option<Gap>, Overflow> {
         let FrameKind::Chat { conversation, seq } = frame.kind else {
             if frame.skip != Some(me) {
@@ -147,7 +151,7 @@ impl Streams {
         gap: Gap,
         user: UserId,
         messages: Option<Vec<Message>>,
-        out: &mut Vec<ByteString>,
+        out: &mut Out,
     ) -> Vec<Outbound> {
         if self.filling.get(&gap.conversation) != Some(&gap.after)
             || self.cursors.get(&gap.conversation) != Some(&gap.after)
@@ -221,7 +225,7 @@ mod tests {
     }
 
     fn accept_all(s: &mut Streams, frames: Vec<Outbound>) -> (Vec<String>, Option<Gap>) {
-        let mut out = Vec::new();
+        let mut out = Out::new();
         let mut gap = None;
         for f in frames {
             if let Some(g) = s.accept(ME, f, 100, &mut out).unwrap() {
@@ -272,7 +276,7 @@ mod tests {
             client_msg_id: cmid.into(),
             created_at: chrono::Utc::now(),
         };
-        let mut out = Vec::new();
+        let mut out = Out::new();
         let rest = s.filled(
             gap,
             UserId(1),
@@ -292,7 +296,7 @@ mod tests {
         s.begin_join(C);
         s.joined(C, 0);
         let (_, gap) = accept_all(&mut s, vec![frame(3, OTHER)]);
-        let mut out = Vec::new();
+        let mut out = Out::new();
         let rest = s.filled(gap.unwrap(), UserId(1), None, &mut out);
         assert!(out[0].contains("resync_required"));
         let (out, _) = accept_all(&mut s, rest);
@@ -307,7 +311,7 @@ mod tests {
         let (_, gap) = accept_all(&mut s, vec![frame(3, OTHER)]);
         s.begin_join(C);
         s.joined(C, 3);
-        let mut out = Vec::new();
+        let mut out = Out::new();
         assert!(s.filled(gap.unwrap(), UserId(1), None, &mut out).is_empty());
         assert!(out.is_empty());
     }

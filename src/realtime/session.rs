@@ -548,7 +548,7 @@ impl WsSession {
         ctx: &mut ws::WebsocketContext<Self>,
         frames: impl IntoIterator<Item = Outbound>,
     ) {
-        let mut out = Vec::new();
+        let mut out = ordering::Out::new();
         let max_waiting = self.state.config.ws_queue;
         for frame in frames {
             match self.streams.accept(self.id, frame, max_waiting, &mut out) {
@@ -592,7 +592,7 @@ impl WsSession {
             }
         };
         ctx.spawn(load.into_actor(self).map(move |messages, act, ctx| {
-            let mut out = Vec::new();
+            let mut out = ordering::Out::new();
             let waited = act.streams.filled(gap, user, messages, &mut out);
             for text in out {
                 ctx.text(text);
