@@ -348,11 +348,18 @@ fn attendance(
         ),
     ];
     let mut added = 0;
-    for (who, status, at) in plan {
-        let late = is_late(status, at, shift_start);
-        if at > now && !late {
-            continue;
+    for (who, status, mut at) in plan {
+        if at > now && !is_late(status, at, shift_start) {
+            if status == Status::Left {
+                // Nobody leaves in the future.
+                continue;
+            }
+            // Loaded before the morning's arrivals (an early run): they came a few
+            // minutes ago instead, still today and still on time, so that the day has
+            // on-time arrivals beside the late one whatever the hour.
+            at = (now - Duration::minutes(5)).max(day);
         }
+        let late = is_late(status, at, shift_start);
         let new = crate::db::attendance::NewAttendance {
             employee_id: ids[who],
             status: status.as_str().into(),
