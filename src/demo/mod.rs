@@ -313,12 +313,44 @@ fn attendance(
     now: DateTime<Utc>,
     shift_start: NaiveTime,
 ) -> AppResult<()> {
-    use crate::domain::attendance::{is_late, Status};
     let today = day_of.date_naive();
     if !crate::db::attendance::list_day(conn, today, None)?.is_empty() {
         log::info!("demo: {today} already has attendance; left as it is");
         return Ok(());
     }
+    let plan = attendance_plan(today, now, shift_start);
+    for &(who, status, at, late) in &plan {
+        let new = crate::db::attendance::NewAttendance {
+            employee_id: ids[who],
+            status: status.as_str().into(),
+            date: today,
+            timestamp: crate::time::to_db(at),
+            device: Some("Front desk".into()),
+            is_late: late,
+            idempotency_key: None,
+            created_at: crate::time::to_db(now),
+        };
+        crate::db::attendance::insert(conn, &new)?;
+    }
+    log::info!("demo: {} attendance records on {today}", plan.len());
+    Ok(())
+}
+
+/// The records of [`attendance`] for `today` as of `now`: who, status, when, late. An
+/// on-time arrival planned after `now` (an early run) came a few minutes ago instead,
+/// still today and still on time, so that the day has on-time arrivals beside the late
+/// one whatever the hour; a departure after `now` is left out.
+fn attendance_plan(
+    today: chrono::NaiveDate,
+    now: DateTime<Utc>,
+    shift_start: NaiveTime,
+) -> Vec<(
+    &'static str,
+    crate::domain::attendance::Status,
+    DateTime<Utc>,
+    bool,
+)> {
+    use crate::domain::attendance::{is_late, Status};
     let shift = today.and_time(shift_start).and_utc();
     let day = today.and_time(NaiveTime::MIN).and_utc();
     let plan = [
@@ -347,34 +379,17 @@ fn attendance(
             shift + Duration::minutes(4 * 60 + 5),
         ),
     ];
-    let mut added = 0;
+    let mut records = Vec::with_capacity(plan.len());
     for (who, status, mut at) in plan {
         if at > now && !is_late(status, at, shift_start) {
             if status == Status::Left {
-                // Nobody leaves in the future.
                 continue;
             }
-            // Loaded before the morning's arrivals (an early run): they came a few
-            // minutes ago instead, still today and still on time, so that the day has
-            // on-time arrivals beside the late one whatever the hour.
             at = (now - Duration::minutes(5)).max(day);
         }
-        let late = is_late(status, at, shift_start);
-        let new = crate::db::attendance::NewAttendance {
-            employee_id: ids[who],
-            status: status.as_str().into(),
-            date: today,
-            timestamp: crate::time::to_db(at),
-            device: Some("Front desk".into()),
-            is_late: late,
-            idempotency_key: None,
-            created_at: crate::time::to_db(now),
-        };
-        crate::db::attendance::insert(conn, &new)?;
-        added += 1;
+        records.push((who, status, at, is_late(status, at, shift_start)));
     }
-    log::info!("demo: {added} attendance records on {today}");
-    Ok(())
+    records
 }
 
 /// One line of a demo chat: from the trainer?, minutes ago, text (`[image]`: the plan).
@@ -482,4 +497,45 @@ fn store_image(
         u64::MAX,
     )?;
     Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::attendance::Status;
+
+    /// Whatever the hour the demo is loaded at, today has a late arrival and on-time
+    /// ones, all of today, and nobody has left in the future.
+    #[test]
+    fn attendance_has_late_and_on_time_arrivals_at_any_hour() {
+        let shift = NaiveTime::from_hms_opt(9, 0, 0).unwrap();
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 12, 5).unwrap();
+        for minutes in [
+            0,
+            1,
+            4,
+            60,
+            5 * 60 + 51,
+            6 * 60,
+            9 * 60 + 5,
+            14 * 60,
+            23 * 60 + 59,
+        ] {
+            let now = today.and_time(NaiveTime::MIN).and_utc() + Duration::minutes(minutes);
+            let plan = attendance_plan(today, now, shift);
+            assert!(
+                plan.iter().any(|r| r.3),
+                "a late arrival at {now}: {plan:?}"
+            );
+            assert!(
+                plan.iter().any(|r| !r.3),
+                "an on-time one at {now}: {plan:?}"
+            );
+            for (who, status, at, late) in &plan {
+                assert_eq!(at.date_naive(), today, "{who} at {now}");
+                assert!(*late || at <= &now, "{who} on time in the future at {now}");
+                assert!(*status != Status::Left || at <= &now, "{who} left at {at}");
+            }
+        }
+    }
 }
