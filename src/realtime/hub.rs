@@ -6,13 +6,13 @@
 //!
 //! A delivery is a batch of frames for one room, serialized once and shared (`Arc`) by
 //! every recipient: the chat writer publishes all the messages one commit stored for a
-//! conversation as one batch, so each socket gets them in one mailbox message and one
-//! write instead of one per frame.
+//! conversation as one batch, so each socket gets them in one hand-over and one write
+//! instead of one per frame.
 //!
 //! The hub sends a delivery once per worker thread that has recipients, to that thread's
-//! [`super::lane`], which hands it to each session there and applies the slow-consumer
-//! policy: every delivery is bounded (a session's unsent bytes by
-//! `SPOTTER_WS_MAX_BUFFER_BYTES`, its mailbox by `SPOTTER_WS_QUEUE` batches; a chat batch
+//! [`super::lane`], which queues it in each socket's port there and applies the
+//! slow-consumer policy: every delivery is bounded (a socket's unsent bytes by
+//! `SPOTTER_WS_MAX_BUFFER_BYTES`, its queue by `SPOTTER_WS_QUEUE` frames; a chat batch
 //! holds at most one commit's messages, 256). Past a bound, stats frames are coalesced
 //! (the newest is kept and retried), and any other frame closes the session with 4029 so
 //! that the client resumes with `since_seq`.
@@ -21,9 +21,10 @@ use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use bytestring::ByteString;
+use bytes::Bytes;
 
 use super::lane::{LaneDeliver, LaneHandle, LaneId, LaneSend};
+use super::port::framed;
 use super::protocol::{
     ServerFrame, CLOSE_FORBIDDEN, CLOSE_RATE_LIMITED, CLOSE_TOO_SLOW, CLOSE_UNAUTHORIZED,
 };
@@ -53,10 +54,11 @@ pub enum FrameKind {
     Event,
 }
 
-/// A frame on its way to the sessions of a room: the same bytes for every recipient.
+/// A frame on its way to the sessions of a room: the same bytes for every recipient,
+/// framed for the wire once (`port::framed`).
 #[derive(Debug, Clone)]
 pub struct Outbound {
-    pub text: ByteString,
+    pub wire: Bytes,
     pub kind: FrameKind,
     /// The socket that must not get this frame (the sender's socket, which gets an ack
     /// instead): an (instance, session) pair, so another instance's session is never
@@ -138,7 +140,7 @@ impl Outbound {
             _ => FrameKind::Event,
         };
         Outbound {
-            text: super::protocol::encode_notice(&item.notice),
+            wire: framed(super::protocol::encode_notice(&item.notice).as_bytes()),
             kind,
             skip: item.skip,
         }
@@ -147,7 +149,7 @@ impl Outbound {
     /// A frame serialized here, once for all its recipients.
     pub fn new(frame: &crate::realtime::protocol::ServerFrame, kind: FrameKind) -> Outbound {
         Outbound {
-            text: frame.encode(None),
+            wire: framed(frame.encode(None).as_bytes()),
             kind,
             skip: None,
         }
@@ -244,7 +246,7 @@ pub struct Hub {
 
 /// The bytes of a batch, as counted against a socket's buffer cap.
 pub(super) fn batch_bytes(frames: &Batch) -> usize {
-    frames.iter().map(|f| f.text.len()).sum()
+    frames.iter().map(|f| f.wire.len()).sum()
 }
 
 /// The frame that tells a session it was taken out of a room.
@@ -386,8 +388,8 @@ impl Hub {
     }
 
     /// Tells one session something through its lane, behind the deliveries already
-    /// sent there (`do_send`: a control message gets through even when the session's
-    /// mailbox is full).
+    /// sent there (`do_send`: a control message gets through even when the socket's
+    /// queue is full).
     fn tell(&self, id: SocketId, msg: ToSession) {
         let lane = self.sessions.get(&id).and_then(|e| self.lanes.get(&e.lane));
         if let Some(lane) = lane {
@@ -679,7 +681,8 @@ pub(crate) mod tests {
         fn last_socket_closed(&self, _: UserId) {}
     }
 
-    /// A session stand-in that records what it is told (frames' texts, or `close <code>`).
+    /// A session stand-in that records what it is told (`close <code>`, `fill a..b`, or
+    /// the texts of frames sent to it directly).
     pub(crate) struct Probe(pub(crate) std::sync::Arc<std::sync::Mutex<Vec<String>>>);
     impl Actor for Probe {
         type Context = Context<Self>;
@@ -688,12 +691,20 @@ pub(crate) mod tests {
         type Result = ();
         fn handle(&mut self, msg: ToSession, _: &mut Context<Self>) {
             let text = match msg {
-                ToSession::Frames { frames, .. } => {
-                    frames.iter().map(|f| f.text.to_string()).collect()
-                }
+                ToSession::Frames { frames, .. } => frames
+                    .iter()
+                    .map(|f| String::from_utf8_lossy(super::super::port::payload(&f.wire)))
+                    .collect(),
                 ToSession::Close { code, .. } => format!("close {code}"),
             };
             self.0.lock().unwrap().push(text);
+        }
+    }
+    impl Handler<super::super::lane::Fill> for Probe {
+        type Result = ();
+        fn handle(&mut self, msg: super::super::lane::Fill, _: &mut Context<Self>) {
+            let (after, upto) = (msg.gap.after, msg.gap.upto);
+            self.0.lock().unwrap().push(format!("fill {after}..{upto}"));
         }
     }
 
@@ -728,16 +739,21 @@ pub(crate) mod tests {
             instance: crate::domain::events::InstanceId(1),
             session: 1,
         };
-        let outflow = Arc::new(super::super::outflow::Outflow::new(
+        let port = super::super::port::Port::new(Arc::new(super::super::outflow::Outflow::new(
             None,
             Duration::from_secs(1),
-        ));
-        let lane = super::super::lane::current(hub.clone().recipient(), metrics, 1 << 20);
+        )));
+        super::super::port::hand_over(id, port.clone());
+        let caps = super::super::lane::Caps {
+            bytes: 1 << 20,
+            frames: 1024,
+        };
+        let lane = super::super::lane::current(hub.clone().recipient(), metrics, caps);
         lane.addr.do_send(super::super::lane::Register {
             id,
             user: UserId(1),
             addr: probe.clone().recipient(),
-            outflow,
+            fill: probe.clone().recipient(),
         });
         hub.do_send(Connect {
             id,
@@ -762,9 +778,10 @@ pub(crate) mod tests {
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let seen = seen.lock().unwrap().clone();
-        assert_eq!(seen.len(), 1, "{seen:?}");
-        assert!(seen[0].contains("presence_unsubscribed"), "{seen:?}");
+        let queued = port.take_texts();
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        assert!(queued[0].contains("presence_unsubscribed"), "{queued:?}");
+        assert!(seen.lock().unwrap().is_empty());
         // A new token generation closes the session with 4001.
         directory.upsert(&row(1, "member", 1));
         hub.send(changed(UserId(1))).await.unwrap();

@@ -1,18 +1,21 @@
-//! One lane per worker thread: the hub's deliveries to the sessions of that thread.
+//! One lane per worker thread: the hub's deliveries to the sockets of that thread.
 //!
 //! The hub runs on its own thread and the sessions on the HTTP workers'. Telling each
 //! recipient itself would be a push into another thread's mailbox and a wake-up of that
 //! thread per socket; instead the hub sends one message per worker thread and delivery,
-//! naming the sessions of that thread, and the lane hands the shared frames to each of
-//! them on their own thread, where a mailbox push is a local one.
+//! naming the sockets of that thread, and the lane queues the shared frames in each
+//! socket's port (`realtime::port`) on their own thread: no message to the session at
+//! all, unless a gap is to be filled from storage or the socket is to be closed.
 //!
-//! The lane also applies the slow-consumer policy, with the session at hand: a socket
-//! whose unsent bytes would pass `SPOTTER_WS_MAX_BUFFER_BYTES`, or whose mailbox
-//! (`SPOTTER_WS_QUEUE` deliveries) is full, is closed with 4029, except for stats frames,
-//! which are coalesced (the newest is kept and retried).
+//! The lane also applies the slow-consumer policy, with the socket at hand: a socket
+//! whose unsent bytes would pass `SPOTTER_WS_MAX_BUFFER_BYTES`, or whose queue would pass
+//! `SPOTTER_WS_QUEUE` frames, is closed with 4029, except for stats frames, which are
+//! coalesced (the newest is kept and retried). One delivery always fits a socket that
+//! has nothing queued, however big it is.
 
 use rustc_hash::FxHashMap as HashMap;
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +23,8 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::hub::{batch_bytes, Batch, Disconnect, SocketId, ToSession};
-use super::outflow::Outflow;
+use super::ordering::Gap;
+use super::port::{self, Port, Refused};
 use super::protocol::CLOSE_TOO_SLOW;
 use crate::db::UserId;
 use crate::metrics::Metrics;
@@ -49,14 +53,18 @@ thread_local! {
     static LANE: RefCell<Option<LaneHandle>> = const { RefCell::new(None) };
 }
 
+/// What a socket may have queued before chat and events close it (4029).
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    /// Unsent bytes.
+    pub bytes: usize,
+    /// Frames queued and not yet written; also what may wait behind a join or a gap.
+    pub frames: usize,
+}
+
 /// This thread's lane, started on first use. Call it from the thread (arbiter) whose
-/// sessions it serves. `max_buffer_bytes`: the unsent bytes one socket may have before
-/// chat and events close it (4029).
-pub fn current(
-    hub: Recipient<Disconnect>,
-    metrics: Arc<Metrics>,
-    max_buffer_bytes: usize,
-) -> LaneHandle {
+/// sessions it serves.
+pub fn current(hub: Recipient<Disconnect>, metrics: Arc<Metrics>, caps: Caps) -> LaneHandle {
     LANE.with(|lane| {
         let mut lane = lane.borrow_mut();
         match &*lane {
@@ -66,7 +74,7 @@ pub fn current(
             _ => {
                 let handle = LaneHandle {
                     id: LaneId(NEXT_LANE.fetch_add(1, Ordering::Relaxed)),
-                    addr: Lane::new(hub, metrics, max_buffer_bytes).start(),
+                    addr: Lane::new(hub, metrics, caps).start(),
                 };
                 *lane = Some(handle.clone());
                 handle
@@ -77,8 +85,10 @@ pub fn current(
 
 struct Local {
     user: UserId,
+    /// The session, for closes and gap fills.
     addr: Recipient<ToSession>,
-    outflow: Arc<Outflow>,
+    fill: Recipient<Fill>,
+    port: Rc<Port>,
     /// The newest stats frame that did not fit.
     pending_stats: Option<Batch>,
 }
@@ -93,62 +103,60 @@ pub struct Lane {
     retry_scheduled: bool,
     hub: Recipient<Disconnect>,
     metrics: Arc<Metrics>,
-    max_buffer_bytes: usize,
+    caps: Caps,
 }
 
 impl Lane {
-    fn new(hub: Recipient<Disconnect>, metrics: Arc<Metrics>, max_buffer_bytes: usize) -> Lane {
+    fn new(hub: Recipient<Disconnect>, metrics: Arc<Metrics>, caps: Caps) -> Lane {
         Lane {
             sessions: HashMap::default(),
             stats_waiting: false,
             retry_scheduled: false,
             hub,
             metrics,
-            max_buffer_bytes,
+            caps,
         }
     }
 
-    /// Hands a delivery to one session, or applies the slow-consumer policy.
+    /// Queues a delivery in one socket's port, or applies the slow-consumer policy.
     fn deliver_to(&mut self, id: SocketId, frames: &Batch, bytes: usize, coalescible: bool) {
         let Some(local) = self.sessions.get_mut(&id) else {
             return;
         };
         // Bytes, not deliveries, are what a frozen client makes grow. One delivery always
         // fits when nothing is waiting, however big it is.
-        let unsent = local.outflow.unsent();
-        if unsent > 0 && unsent + bytes > self.max_buffer_bytes {
+        let unsent = local.port.outflow().unsent();
+        let queued = local.port.queued();
+        let over_bytes = unsent > 0 && unsent + bytes > self.caps.bytes;
+        let over_frames = queued > 0 && queued + frames.len() > self.caps.frames;
+        if over_bytes || over_frames {
             if coalescible {
                 local.pending_stats = Some(frames.clone());
                 self.stats_waiting = true;
                 self.metrics.ws_stats_coalesced.inc();
-            } else {
+            } else if over_bytes {
                 self.too_slow(id, &format!("{unsent} bytes unsent"));
+            } else {
+                self.too_slow(id, &format!("{queued} frames queued"));
             }
             return;
         }
-        local.outflow.queued(bytes);
-        let sent = local.addr.try_send(ToSession::Frames {
-            frames: frames.clone(),
-            bytes,
-        });
-        if sent.is_err() {
-            local.outflow.unqueued(bytes);
-        }
-        match sent {
-            Ok(()) => {
+        match local
+            .port
+            .deliver(id, frames.iter().cloned(), self.caps.frames)
+        {
+            Ok(gaps) => {
                 if coalescible {
                     local.pending_stats = None;
                 }
                 self.metrics.ws_frames_out.inc_by(frames.len() as u64);
+                for gap in gaps {
+                    local.fill.do_send(Fill { gap });
+                }
             }
-            Err(SendError::Full(_)) if coalescible => {
-                local.pending_stats = Some(frames.clone());
-                self.stats_waiting = true;
-                self.metrics.ws_stats_coalesced.inc();
-            }
-            Err(SendError::Full(_)) => self.too_slow(id, "mailbox full"),
+            Err(Refused::Overflow) => self.too_slow(id, "too many frames waiting behind a gap"),
             // The session is stopping; its own Disconnect is on its way to the hub.
-            Err(SendError::Closed(_)) => {
+            Err(Refused::Closed) => {
                 self.sessions.remove(&id);
             }
         }
@@ -166,13 +174,14 @@ impl Lane {
             local.user
         );
         self.metrics.ws_slow_closed.inc();
+        local.port.close();
         // `do_send` ignores the mailbox bound on purpose: the close must get through.
         local.addr.do_send(ToSession::Close {
             code: CLOSE_TOO_SLOW,
             reason: "too slow to keep up".into(),
         });
         // A client that does not read would never get to the close: cut it off.
-        local.outflow.cut_off();
+        local.port.outflow().cut_off();
         self.hub.do_send(Disconnect { id });
     }
 
@@ -212,15 +221,24 @@ impl Actor for Lane {
     }
 }
 
-/// A session of this thread authenticated: deliveries for it come through this lane.
-/// Sent before the session's `Connect` to the hub, so it is here before any delivery.
+/// A session of this thread authenticated: deliveries for it come through this lane,
+/// into the port it left for it ([`port::hand_over`]). Sent before the session's
+/// `Connect` to the hub, so it is here before any delivery.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Register {
     pub id: SocketId,
     pub user: UserId,
     pub addr: Recipient<ToSession>,
-    pub outflow: Arc<Outflow>,
+    pub fill: Recipient<Fill>,
+}
+
+/// A delivery was ahead of the socket's next `seq`: fill the gap from storage (what came
+/// after it waits in the port meanwhile).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Fill {
+    pub gap: Gap,
 }
 
 /// A session of this thread is gone.
@@ -254,20 +272,37 @@ impl Handler<LaneSend> for Lane {
     type Result = ();
 
     fn handle(&mut self, msg: LaneSend, _: &mut Context<Self>) {
-        if matches!(msg.msg, ToSession::Close { .. }) {
-            // Closed: it gets nothing more from here, and a client that does not read
-            // (it would never get to the close) is cut off.
-            if let Some(local) = self.sessions.remove(&msg.id) {
-                local.addr.do_send(msg.msg);
-                local.outflow.cut_off();
+        match msg.msg {
+            ToSession::Close { .. } => {
+                // Closed: it gets nothing more from here (what is queued still goes out,
+                // before the close frame), and a client that does not read (it would
+                // never get to the close) is cut off.
+                if let Some(local) = self.sessions.remove(&msg.id) {
+                    local.port.close();
+                    local.addr.do_send(msg.msg);
+                    local.port.outflow().cut_off();
+                }
             }
-        } else if let Some(local) = self.sessions.get(&msg.id) {
-            if let ToSession::Frames { bytes, .. } = &msg.msg {
+            ToSession::Frames { frames, .. } => {
                 // Counted like any delivery, though it skips the caps: a control notice
-                // gets through even when the mailbox is full.
-                local.outflow.queued(*bytes);
+                // gets through even when the queue is full.
+                let Some(local) = self.sessions.get(&msg.id) else {
+                    return;
+                };
+                match local
+                    .port
+                    .deliver(msg.id, frames.iter().cloned(), usize::MAX)
+                {
+                    Ok(gaps) => {
+                        for gap in gaps {
+                            local.fill.do_send(Fill { gap });
+                        }
+                    }
+                    Err(_) => {
+                        self.sessions.remove(&msg.id);
+                    }
+                }
             }
-            local.addr.do_send(msg.msg);
         }
     }
 }
@@ -276,12 +311,20 @@ impl Handler<Register> for Lane {
     type Result = ();
 
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) {
+        let Some(port) = port::take(msg.id) else {
+            log::error!(
+                "session {} registered without a port: it gets no deliveries",
+                msg.id.session
+            );
+            return;
+        };
         self.sessions.insert(
             msg.id,
             Local {
                 user: msg.user,
                 addr: msg.addr,
-                outflow: msg.outflow,
+                fill: msg.fill,
+                port,
                 pending_stats: None,
             },
         );
@@ -310,10 +353,14 @@ impl Handler<LaneDeliver> for Lane {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::ConversationId;
     use crate::domain::events::InstanceId;
     use crate::realtime::hub::tests::Probe;
     use crate::realtime::hub::{FrameKind, Outbound};
+    use crate::realtime::outflow::Outflow;
     use std::sync::Mutex;
+
+    const C: ConversationId = ConversationId(1);
 
     /// Records the sessions the lane tells the hub about.
     struct HubStub(Arc<Mutex<Vec<SocketId>>>);
@@ -329,44 +376,67 @@ mod tests {
 
     fn frames(text: &str, kind: FrameKind) -> Batch {
         vec![Outbound {
-            text: text.into(),
+            wire: port::framed(text.as_bytes()),
             kind,
             skip: None,
         }]
         .into()
     }
 
+    fn chat(text: &str, seq: i64) -> Batch {
+        frames(
+            text,
+            FrameKind::Chat {
+                conversation: C,
+                seq,
+            },
+        )
+    }
+
     struct Setup {
         lane: LaneHandle,
         id: SocketId,
-        outflow: Arc<Outflow>,
-        seen: Arc<Mutex<Vec<String>>>,
+        port: Rc<Port>,
+        /// What the session was told: closes and fills.
+        told: Arc<Mutex<Vec<String>>>,
         gone: Arc<Mutex<Vec<SocketId>>>,
     }
 
-    fn setup(max_buffer_bytes: usize) -> Setup {
+    fn setup(caps: Caps) -> Setup {
         let gone = Arc::new(Mutex::new(Vec::new()));
         let hub = HubStub(gone.clone()).start();
-        let lane = current(hub.recipient(), Arc::new(Metrics::new()), max_buffer_bytes);
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let probe = Probe(seen.clone()).start();
+        let lane = current(hub.recipient(), Arc::new(Metrics::new()), caps);
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let probe = Probe(told.clone()).start();
         let id = SocketId {
             instance: InstanceId(1),
             session: 7,
         };
-        let outflow = Arc::new(Outflow::new(None, Duration::from_secs(60)));
+        let port = Port::new(Arc::new(Outflow::new(None, Duration::from_secs(60))));
+        port.streams(|s| {
+            s.begin_join(C);
+            s.joined(C, 0);
+        });
+        port::hand_over(id, port.clone());
         lane.addr.do_send(Register {
             id,
             user: UserId(1),
-            addr: probe.recipient(),
-            outflow: outflow.clone(),
+            addr: probe.clone().recipient(),
+            fill: probe.recipient(),
         });
         Setup {
             lane,
             id,
-            outflow,
-            seen,
+            port,
+            told,
             gone,
+        }
+    }
+
+    fn caps(bytes: usize) -> Caps {
+        Caps {
+            bytes,
+            frames: 1024,
         }
     }
 
@@ -388,22 +458,33 @@ mod tests {
     /// told, and nothing more reaches it.
     #[actix::test]
     async fn over_the_byte_cap_a_chat_frame_closes_with_4029() {
-        let s = setup(100);
-        let chat = FrameKind::Chat {
-            conversation: crate::db::ConversationId(1),
-            seq: 1,
-        };
-        deliver(&s, frames("first", chat), false);
+        let s = setup(caps(100));
+        deliver(&s, chat("first", 1), false);
         settle().await;
-        assert_eq!(*s.seen.lock().unwrap(), vec!["first".to_string()]);
-        // Nothing has left: the 5 bytes are still counted, and 200 more pass the cap.
-        deliver(&s, frames(&"x".repeat(200), chat), false);
-        deliver(&s, frames("after", chat), false);
+        // Nothing has left: the first frame's bytes are still counted, and 200 more pass
+        // the cap.
+        deliver(&s, chat(&"x".repeat(200), 2), false);
+        deliver(&s, chat("after", 3), false);
         settle().await;
-        assert_eq!(
-            *s.seen.lock().unwrap(),
-            vec!["first".to_string(), "close 4029".to_string()]
-        );
+        assert_eq!(s.port.take_texts(), ["first"]);
+        assert_eq!(*s.told.lock().unwrap(), ["close 4029"]);
+        assert!(s.port.is_closed());
+        assert_eq!(*s.gone.lock().unwrap(), vec![s.id]);
+    }
+
+    /// The same when frames, not bytes, pile up: past `SPOTTER_WS_QUEUE` queued frames.
+    #[actix::test]
+    async fn over_the_frame_cap_a_chat_frame_closes_with_4029() {
+        let s = setup(Caps {
+            bytes: 1 << 20,
+            frames: 16,
+        });
+        for seq in 1..=17 {
+            deliver(&s, chat(&format!("m{seq}"), seq), false);
+        }
+        settle().await;
+        assert_eq!(s.port.take_texts().len(), 16);
+        assert_eq!(*s.told.lock().unwrap(), ["close 4029"]);
         assert_eq!(*s.gone.lock().unwrap(), vec![s.id]);
     }
 
@@ -411,8 +492,8 @@ mod tests {
     /// there is room, the ones it replaced never.
     #[actix::test]
     async fn over_the_byte_cap_stats_are_coalesced_and_retried() {
-        let s = setup(100);
-        s.outflow.queued(90);
+        let s = setup(caps(100));
+        s.port.send_text(&"y".repeat(88));
         deliver(
             &s,
             frames(&format!("stats 1 {}", "x".repeat(20)), FrameKind::Stats),
@@ -424,21 +505,22 @@ mod tests {
             true,
         );
         settle().await;
-        assert!(s.seen.lock().unwrap().is_empty());
+        assert_eq!(s.port.queued(), 1, "only the socket's own frame");
         // The socket's writer catches up.
-        s.outflow.unqueued(90);
+        s.port.take_texts();
         tokio::time::sleep(STATS_RETRY_INTERVAL * 2).await;
-        let seen = s.seen.lock().unwrap().clone();
+        let seen = s.port.take_texts();
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert!(seen[0].starts_with("stats 2"), "{seen:?}");
         assert!(s.gone.lock().unwrap().is_empty(), "not closed");
     }
 
-    /// A close from the hub reaches the session behind the deliveries sent before it,
-    /// and the session gets nothing after it.
+    /// A close from the hub comes behind the deliveries sent before it (they stay
+    /// queued, and the writer writes them before the close frame), and nothing is queued
+    /// after it.
     #[actix::test]
     async fn a_close_stays_behind_earlier_deliveries() {
-        let s = setup(1 << 20);
+        let s = setup(caps(1 << 20));
         deliver(&s, frames("before", FrameKind::Event), false);
         s.lane.addr.do_send(LaneSend {
             id: s.id,
@@ -449,9 +531,31 @@ mod tests {
         });
         deliver(&s, frames("after", FrameKind::Event), false);
         settle().await;
-        assert_eq!(
-            *s.seen.lock().unwrap(),
-            vec!["before".to_string(), "close 4001".to_string()]
-        );
+        assert_eq!(s.port.take_texts(), ["before"]);
+        assert_eq!(*s.told.lock().unwrap(), ["close 4001"]);
+        assert!(s.port.is_closed());
+    }
+
+    /// A delivery ahead of the socket's next seq asks the session to fill the gap, and
+    /// waits, with everything after it, until the fill is in.
+    #[actix::test]
+    async fn a_gap_is_filled_before_what_came_after_it() {
+        let s = setup(caps(1 << 20));
+        deliver(&s, chat("m1", 1), false);
+        deliver(&s, chat("m3", 3), false);
+        deliver(&s, chat("m4", 4), false);
+        settle().await;
+        assert_eq!(s.port.take_texts(), ["m1"]);
+        assert_eq!(*s.told.lock().unwrap(), ["fill 1..2"]);
+        let gap = Gap {
+            conversation: C,
+            after: 1,
+            upto: 2,
+        };
+        let waited = s.port.filled(gap, UserId(1), None);
+        s.port.deliver(s.id, waited, 16).unwrap();
+        let seen = s.port.take_texts();
+        assert!(seen[0].contains("resync_required"), "{seen:?}");
+        assert_eq!(seen[1..], ["m3", "m4"]);
     }
 }

@@ -6,6 +6,7 @@ pub mod hub;
 pub mod lane;
 pub mod ordering;
 pub mod outflow;
+pub mod port;
 pub mod presence;
 pub mod presence_pending;
 pub mod protocol;

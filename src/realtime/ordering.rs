@@ -12,17 +12,19 @@
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::VecDeque;
 
-use bytestring::ByteString;
+use bytes::Bytes;
 
 use super::hub::{FrameKind, Outbound, SocketId};
+use super::port::framed;
 use super::protocol::ServerFrame;
 use crate::db::{ConversationId, UserId};
 use crate::domain::chat::{Message, RECOVERY_MAX};
 use crate::error::ErrorBody;
 
-/// The frames one delivery makes a socket send: almost always one or two, kept on the
-/// stack (a delivery to each of a room's sockets allocates nothing here).
-pub type Out = smallvec::SmallVec<[ByteString; 4]>;
+/// The frames one delivery makes a socket send, framed for the wire (`port::framed`):
+/// almost always one or two, kept on the stack (a delivery to each of a room's sockets
+/// allocates nothing here).
+pub type Out = smallvec::SmallVec<[Bytes; 4]>;
 
 /// How many of its own `client_msg_id`s a socket remembers, to leave them out of a fill.
 const OWN_REMEMBERED: usize = 1024;
@@ -107,7 +109,7 @@ impl Streams {
     ) -> Result<Option<Gap>, Overflow> {
         let FrameKind::Chat { conversation, seq } = frame.kind else {
             if frame.skip != Some(me) {
-                out.push(frame.text);
+                out.push(frame.wire);
             }
             return Ok(None);
         };
@@ -137,7 +139,7 @@ impl Streams {
         }
         *cursor = seq;
         if frame.skip != Some(me) {
-            out.push(frame.text);
+            out.push(frame.wire);
         }
         Ok(None)
     }
@@ -170,13 +172,16 @@ impl Streams {
                     .own
                     .contains(&(gap.conversation, message.client_msg_id.clone()));
             if !own {
-                out.push(crate::realtime::protocol::encode_notice(
+                let text = crate::realtime::protocol::encode_notice(
                     &crate::domain::events::Notice::NewMessage { message },
-                ));
+                );
+                out.push(framed(text.as_bytes()));
             }
         }
         if next <= gap.upto {
-            out.push(resync_notice(gap.conversation).encode(None));
+            out.push(framed(
+                resync_notice(gap.conversation).encode(None).as_bytes(),
+            ));
         }
         self.cursors.insert(gap.conversation, gap.upto);
         self.waiting.remove(&gap.conversation).unwrap_or_default()
@@ -215,13 +220,19 @@ mod tests {
 
     fn frame(seq: i64, from: SocketId) -> Outbound {
         Outbound {
-            text: format!("m{seq}").into(),
+            wire: framed(format!("m{seq}").as_bytes()),
             kind: FrameKind::Chat {
                 conversation: C,
                 seq,
             },
             skip: Some(from),
         }
+    }
+
+    fn texts(out: &Out) -> Vec<String> {
+        out.iter()
+            .map(|w| String::from_utf8(crate::realtime::port::payload(w).to_vec()).unwrap())
+            .collect()
     }
 
     fn accept_all(s: &mut Streams, frames: Vec<Outbound>) -> (Vec<String>, Option<Gap>) {
@@ -232,7 +243,7 @@ mod tests {
                 gap = Some(g);
             }
         }
-        (out.iter().map(|t| t.to_string()).collect(), gap)
+        (texts(&out), gap)
     }
 
     #[test]
@@ -284,7 +295,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(out.len(), 1, "seq 2 sent, seq 3 (own) left out");
-        assert!(out[0].contains("\"seq\":2"));
+        assert!(texts(&out)[0].contains("\"seq\":2"));
         let (out, gap) = accept_all(&mut s, rest);
         assert_eq!(out, ["m4", "m5"]);
         assert_eq!(gap, None);
@@ -298,7 +309,7 @@ mod tests {
         let (_, gap) = accept_all(&mut s, vec![frame(3, OTHER)]);
         let mut out = Out::new();
         let rest = s.filled(gap.unwrap(), UserId(1), None, &mut out);
-        assert!(out[0].contains("resync_required"));
+        assert!(texts(&out)[0].contains("resync_required"));
         let (out, _) = accept_all(&mut s, rest);
         assert_eq!(out, ["m3"]);
     }

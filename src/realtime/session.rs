@@ -7,6 +7,7 @@
 //! deliveries from the hub are not held up meanwhile.
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +20,10 @@ use serde_json::Value;
 use super::dispatch::{self, Outcome};
 use super::gate::Ticket;
 use super::hub::{Connect, Disconnect, Outbound, SetToken, SocketId, ToSession};
-use super::lane::{self, LaneHandle, Register, Unregister};
-use super::ordering::{self, Gap, Streams};
-use super::outflow::{ConnSocket, CountedBody, Outflow};
+use super::lane::{self, Caps, Fill, LaneHandle, Register, Unregister};
+use super::ordering::{self, Gap};
+use super::outflow::{ConnSocket, Outflow};
+use super::port::{self, Port, Refused};
 use super::protocol::{self, ClientFrame, Incoming, ServerFrame};
 use super::wire::Takeover;
 use crate::auth::AuthUser;
@@ -97,17 +99,16 @@ pub struct WsSession {
     refused: u32,
     inbound: VecDeque<Incoming>,
     busy: bool,
-    /// What this socket has been sent of each joined conversation: every message it did
-    /// not send itself, once, in seq order, gaps filled from storage.
-    streams: Streams,
     /// Messages submitted and waiting to be stored, oldest first: acked in this order.
     unacked: VecDeque<Unacked>,
     next_ticket: u64,
     /// The token's next expiry timer (warning, then close).
     expiry_timer: Option<SpawnHandle>,
-    /// What this socket has queued and not yet written, shared with its lane; it also
-    /// cuts off the connection of a client that stops reading.
-    outflow: Arc<Outflow>,
+    /// The socket's way out, shared with its lane and its writer: every text frame it
+    /// sends is queued there, and it keeps the socket's chat order (every message it did
+    /// not send itself, once, in seq order, gaps filled from storage) and its count of
+    /// unsent bytes, which also cuts off the connection of a client that stops reading.
+    port: Rc<Port>,
     /// Refused at the door (origin, too many unauthenticated sockets): closed at start.
     refuse: Option<(u16, &'static str)>,
     /// A place among the unauthenticated sockets of this address, until authenticated.
@@ -123,7 +124,7 @@ impl WsSession {
         url_conversation: Option<ConversationId>,
         conn: Option<ConnSocket>,
     ) -> WsSession {
-        let outflow = Arc::new(Outflow::new(conn, state.config.ws_close_grace));
+        let port = Port::new(Arc::new(Outflow::new(conn, state.config.ws_close_grace)));
         let bucket = Bucket::new(state.config.ws_rate_per_sec, state.config.ws_burst);
         WsSession {
             id: SocketId {
@@ -139,37 +140,26 @@ impl WsSession {
             refused: 0,
             inbound: VecDeque::new(),
             busy: false,
-            streams: Streams::default(),
             unacked: VecDeque::new(),
             next_ticket: 0,
             expiry_timer: None,
-            outflow,
+            port,
             refuse: None,
             gate_ticket: None,
             lane: None,
         }
     }
 
-    fn send(
-        &self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        frame: &ServerFrame,
-        reference: Option<&Value>,
-    ) {
-        ctx.text(frame.encode(reference));
+    fn send(&self, frame: &ServerFrame, reference: Option<&Value>) {
+        self.port.send_text(&frame.encode(reference));
         self.state.metrics.ws_frames_out.inc();
     }
 
-    fn send_error(
-        &self,
-        ctx: &mut ws::WebsocketContext<Self>,
-        e: &AppError,
-        reference: Option<&Value>,
-    ) {
+    fn send_error(&self, e: &AppError, reference: Option<&Value>) {
         if let AppError::Internal(detail) = e {
             log::error!("session {}: internal error: {detail}", self.id.session);
         }
-        self.send(ctx, &ServerFrame::error(e), reference);
+        self.send(&ServerFrame::error(e), reference);
     }
 
     fn close(&mut self, ctx: &mut ws::WebsocketContext<Self>, code: u16, reason: &str) {
@@ -177,6 +167,8 @@ impl WsSession {
             "session {}: closing with {code} ({reason})",
             self.id.session
         );
+        // Nothing is queued after the close frame; what is queued goes out before it.
+        self.port.close();
         ctx.close(Some(ws::CloseReason {
             code: ws::CloseCode::Other(code),
             description: Some(reason.to_string()),
@@ -220,17 +212,23 @@ impl WsSession {
             Err(_) => return self.close(ctx, CLOSE_UNAUTHORIZED, "invalid or expired token"),
         };
         // Deliveries come through this thread's lane: registered there first.
+        let caps = Caps {
+            bytes: self.state.config.ws_max_buffer_bytes,
+            frames: self.state.config.ws_queue,
+        };
         let lane = lane::current(
             self.state.hub.clone().recipient(),
             self.state.metrics.clone(),
-            self.state.config.ws_max_buffer_bytes,
+            caps,
         );
         self.lane = Some(lane.clone());
+        port::hand_over(self.id, self.port.clone());
+        let addr = ctx.address();
         lane.addr.do_send(Register {
             id: self.id,
             user: user.id,
-            addr: ctx.address().recipient(),
-            outflow: self.outflow.clone(),
+            addr: addr.clone().recipient(),
+            fill: addr.recipient(),
         });
         self.state.hub.do_send(Connect {
             id: self.id,
@@ -259,7 +257,6 @@ impl WsSession {
                 last_seen: Some(crate::time::now()),
             };
             self.send(
-                ctx,
                 &ServerFrame::AuthenticationSuccess { user: view },
                 reference,
             );
@@ -298,7 +295,7 @@ impl WsSession {
         let warn_in = left.saturating_sub(EXPIRY_WARNING);
         let expires_at = chrono::DateTime::from_timestamp(exp, 0).unwrap_or_else(chrono::Utc::now);
         self.expiry_timer = Some(ctx.run_later(warn_in, move |act, ctx| {
-            act.send(ctx, &ServerFrame::TokenExpiring { expires_at }, None);
+            act.send(&ServerFrame::TokenExpiring { expires_at }, None);
             let left = Duration::from_secs((exp - chrono::Utc::now().timestamp()).max(0) as u64);
             act.expiry_timer = Some(ctx.run_later(left, |act, ctx| {
                 act.close(ctx, CLOSE_UNAUTHORIZED, "token expired");
@@ -320,7 +317,7 @@ impl WsSession {
             self.close(ctx, CLOSE_RATE_LIMITED, "rate limited");
         } else {
             let e = AppError::RateLimited("too many frames, slow down".into());
-            self.send_error(ctx, &e, None);
+            self.send_error(&e, None);
         }
         false
     }
@@ -330,7 +327,7 @@ impl WsSession {
             Ok(i) => i,
             Err(bad) => {
                 self.state.metrics.ws_bad_frames.inc();
-                return self.send_error(ctx, &bad.error, bad.reference.as_ref());
+                return self.send_error(&bad.error, bad.reference.as_ref());
             }
         };
         let reference = incoming.reference.clone();
@@ -351,20 +348,20 @@ impl WsSession {
             }
             (ClientFrame::Authenticate { .. }, Some(_)) => {
                 let e = AppError::InvalidRequest("already authenticated".into());
-                self.send_error(ctx, &e, reference.as_ref());
+                self.send_error(&e, reference.as_ref());
             }
             (_, None) => {
                 let e = AppError::Unauthorized("authenticate first".into());
-                self.send_error(ctx, &e, reference.as_ref());
+                self.send_error(&e, reference.as_ref());
             }
             (ClientFrame::Ping { timestamp }, Some(_)) => {
                 let timestamp = timestamp
                     .clone()
                     .unwrap_or_else(|| Value::from(chrono::Utc::now().timestamp_millis()));
-                self.send(ctx, &ServerFrame::Pong { timestamp }, reference.as_ref());
+                self.send(&ServerFrame::Pong { timestamp }, reference.as_ref());
             }
             (ClientFrame::Heartbeat {}, Some(_)) => {
-                self.send(ctx, &ServerFrame::HeartbeatAck {}, reference.as_ref());
+                self.send(&ServerFrame::HeartbeatAck {}, reference.as_ref());
             }
             (_, Some(_)) => self.enqueue(ctx, incoming),
         }
@@ -373,17 +370,19 @@ impl WsSession {
     fn enqueue(&mut self, ctx: &mut ws::WebsocketContext<Self>, incoming: Incoming) {
         if self.inbound.len() >= INBOUND_QUEUE {
             let e = AppError::RateLimited("too many frames waiting".into());
-            return self.send_error(ctx, &e, incoming.reference.as_ref());
+            return self.send_error(&e, incoming.reference.as_ref());
         }
         match &incoming.frame {
             ClientFrame::JoinConversation {
                 conversation_id, ..
-            } => self.streams.begin_join(*conversation_id),
+            } => self.port.streams(|s| s.begin_join(*conversation_id)),
             ClientFrame::SendMessage {
                 conversation_id,
                 client_msg_id,
                 ..
-            } => self.streams.note_own(*conversation_id, client_msg_id),
+            } => self
+                .port
+                .streams(|s| s.note_own(*conversation_id, client_msg_id)),
             _ => {}
         }
         self.inbound.push_back(incoming);
@@ -452,26 +451,26 @@ impl WsSession {
                 last_seq,
             }) = &res
             {
-                self.send(ctx, reply, reference);
+                self.send(reply, reference);
                 if let Some(notice) = notice {
-                    self.send(ctx, notice, reference);
+                    self.send(notice, reference);
                 }
-                let waited = self.streams.joined(*conversation, *last_seq);
+                let waited = self.port.streams(|s| s.joined(*conversation, *last_seq));
                 self.deliver(ctx, waited);
                 return;
             }
-            let waited = self.streams.join_failed(*conversation_id);
+            let waited = self.port.streams(|s| s.join_failed(*conversation_id));
             self.deliver(ctx, waited);
         }
         match res {
-            Ok(Outcome::Reply(frame)) => self.send(ctx, &frame, reference),
-            Ok(Outcome::Joined { reply, .. }) => self.send(ctx, &reply, reference),
+            Ok(Outcome::Reply(frame)) => self.send(&frame, reference),
+            Ok(Outcome::Joined { reply, .. }) => self.send(&reply, reference),
             Ok(Outcome::Left {
                 reply,
                 conversation,
             }) => {
-                self.streams.left(conversation);
-                self.send(ctx, &reply, reference);
+                self.port.streams(|s| s.left(conversation));
+                self.send(&reply, reference);
             }
             Ok(Outcome::Submitted(pending)) => {
                 let ticket = self.take_ticket();
@@ -494,10 +493,10 @@ impl WsSession {
                 });
                 self.schedule_expiry(ctx, user.exp);
                 self.auth = Some(user);
-                self.send(ctx, &reply, reference);
+                self.send(&reply, reference);
             }
             Ok(Outcome::Nothing) => {}
-            Err(e) => self.send_error(ctx, &e, reference),
+            Err(e) => self.send_error(&e, reference),
         }
     }
 
@@ -533,34 +532,32 @@ impl WsSession {
                         client_msg_id: message.client_msg_id.clone(),
                         message,
                     };
-                    self.send(ctx, &reply, reference.as_ref());
+                    self.send(&reply, reference.as_ref());
                 }
-                Err(e) => self.send_error(ctx, &e, reference.as_ref()),
+                Err(e) => self.send_error(&e, reference.as_ref()),
             }
         }
         self.process_next(ctx);
     }
 
-    /// Sends frames from the hub: chat frames in seq order without repeats, a gap
-    /// filled from storage before anything after it.
+    /// Queues frames from the hub that waited behind a join or a fill: chat frames in seq
+    /// order without repeats, a gap filled from storage before anything after it.
     fn deliver(
         &mut self,
         ctx: &mut ws::WebsocketContext<Self>,
         frames: impl IntoIterator<Item = Outbound>,
     ) {
-        let mut out = ordering::Out::new();
-        let max_waiting = self.state.config.ws_queue;
-        for frame in frames {
-            match self.streams.accept(self.id, frame, max_waiting, &mut out) {
-                Ok(None) => {}
-                Ok(Some(gap)) => self.fill(ctx, gap),
-                Err(ordering::Overflow) => {
-                    return self.close(ctx, CLOSE_TOO_SLOW, "too slow to keep up");
+        match self
+            .port
+            .deliver(self.id, frames, self.state.config.ws_queue)
+        {
+            Ok(gaps) => {
+                for gap in gaps {
+                    self.fill(ctx, gap);
                 }
             }
-        }
-        for text in out {
-            ctx.text(text);
+            Err(Refused::Overflow) => self.close(ctx, CLOSE_TOO_SLOW, "too slow to keep up"),
+            Err(Refused::Closed) => {}
         }
     }
 
@@ -592,11 +589,7 @@ impl WsSession {
             }
         };
         ctx.spawn(load.into_actor(self).map(move |messages, act, ctx| {
-            let mut out = ordering::Out::new();
-            let waited = act.streams.filled(gap, user, messages, &mut out);
-            for text in out {
-                ctx.text(text);
-            }
+            let waited = act.port.filled(gap, user, messages);
             act.deliver(ctx, waited);
         }));
     }
@@ -609,7 +602,7 @@ impl Actor for WsSession {
         ctx.set_mailbox_capacity(self.state.config.ws_queue);
         if let Some((code, reason)) = self.refuse {
             // Upgraded first, so that a browser can read why.
-            self.outflow.cut_off();
+            self.port.outflow().cut_off();
             return self.close(ctx, code, reason);
         }
         let cfg = self.state.config.clone();
@@ -646,12 +639,17 @@ impl Handler<ToSession> for WsSession {
 
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
         match msg {
-            ToSession::Frames { frames, bytes } => {
-                self.deliver(ctx, frames.iter().cloned());
-                self.outflow.handed(bytes);
-            }
+            ToSession::Frames { frames, .. } => self.deliver(ctx, frames.iter().cloned()),
             ToSession::Close { code, reason } => self.close(ctx, code, &reason),
         }
+    }
+}
+
+impl Handler<Fill> for WsSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fill, ctx: &mut Self::Context) {
+        self.fill(ctx, msg.gap);
     }
 }
 
@@ -673,11 +671,12 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsSession {
             Ok(ws::Message::Text(text)) => self.on_text(ctx, &text),
             Ok(ws::Message::Binary(_)) => {
                 let e = AppError::InvalidRequest("frames are JSON text".into());
-                self.send_error(ctx, &e, None);
+                self.send_error(&e, None);
             }
             Ok(ws::Message::Ping(p)) => ctx.pong(&p),
             Ok(ws::Message::Pong(_)) => {}
             Ok(ws::Message::Close(reason)) => {
+                self.port.close();
                 ctx.close(reason);
                 ctx.stop();
             }
@@ -731,13 +730,13 @@ pub async fn upgrade(
     if session.refuse.is_some() {
         session.url_token = None;
     }
-    let outflow = session.outflow.clone();
+    let port = session.port.clone();
     let codec = actix_http::ws::Codec::new().max_size(state.config.ws_max_frame);
     let mut res = ws::handshake(&req)?.finish();
     // The connection is handed to the socket once this 101 is written (`http::takeover`).
-    res.extensions_mut().insert(Takeover::new(move |reader| {
-        let frames = ws::WebsocketContext::with_codec(session, reader, codec);
-        Box::pin(CountedBody::new(Box::pin(frames), outflow))
-    }));
+    res.extensions_mut()
+        .insert(Takeover::new(port, move |reader| {
+            Box::pin(ws::WebsocketContext::with_codec(session, reader, codec))
+        }));
     Ok(res)
 }

@@ -6,27 +6,36 @@
 //! for as long as it lives (a constant in actix-http 3); for a WebSocket that mostly waits
 //! that was most of what a socket cost. Here a read waits for readiness first and then
 //! reads into one buffer per thread, keeping only the bytes that came; a write hands the
-//! WebSocket context's chunk straight to the kernel. The session actor and its context
-//! stay where they were (`realtime::session`): this module sees a stream of chunks going
-//! out and gives one coming in.
+//! frames queued in the socket's port (`realtime::port`) straight to the kernel, several
+//! in one `writev` when several wait. The session actor and its context stay where they
+//! were (`realtime::session`): this module gives the context a stream coming in, and
+//! writes the port's frames and the context's own chunks (pings, pongs, the close frame).
 //!
-//! Back-pressure is what it was: the next chunk is taken from the context only when the
-//! last one is wholly in the kernel, so a client that stops reading stops its session's
-//! output, and the byte count of `realtime::outflow` grows until the hub cuts it off.
+//! Order: what the port holds when a context chunk comes out was queued before it, so it
+//! is written first; a port is closed before its close frame, so nothing follows it.
+//!
+//! Back-pressure: the context is polled (and so the session reads the client's frames)
+//! only once everything before is wholly in the kernel, so a client that stops reading
+//! stops its session, and the port's byte count (`realtime::outflow`) grows until the lane
+//! cuts it off.
 
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{ready, Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use actix_web::error::PayloadError;
 use actix_web::rt::net::TcpStream;
 use bytes::{Buf, Bytes};
+use futures_util::task::AtomicWaker;
 use futures_util::Stream;
+
+use super::port::Port;
 
 /// The most one read takes from the kernel (into the thread's buffer, not the socket's).
 const READ_CHUNK: usize = 16 * 1024;
@@ -42,12 +51,13 @@ thread_local! {
     static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
 }
 
-/// The chunks a socket writes: its WebSocket context's output.
+/// The chunks a socket's WebSocket context writes: pings, pongs, the close frame.
 pub type Frames = Pin<Box<dyn Stream<Item = Result<Bytes, actix_web::Error>>>>;
 
 /// How to run a socket once its connection is handed over: given what the client sends,
 /// answers what to write. Carried by the `101` response (its extensions).
 pub struct Takeover {
+    port: Rc<Port>,
     start: Box<dyn FnOnce(Reader) -> Frames>,
     /// Counted from the handshake's answer on, so that a socket between its `101` and its
     /// first poll is waited for too.
@@ -55,8 +65,9 @@ pub struct Takeover {
 }
 
 impl Takeover {
-    pub fn new(start: impl FnOnce(Reader) -> Frames + 'static) -> Takeover {
+    pub fn new(port: Rc<Port>, start: impl FnOnce(Reader) -> Frames + 'static) -> Takeover {
         Takeover {
+            port,
             start: Box::new(start),
             live: Live::enter(),
         }
@@ -65,7 +76,11 @@ impl Takeover {
     /// Runs the socket on `tcp` until it ends; `early` is what the client sent after its
     /// handshake that was already read.
     pub async fn run(self, tcp: TcpStream, early: Bytes) {
-        let Takeover { start, live: _live } = self;
+        let Takeover {
+            port,
+            start,
+            live: _live,
+        } = self;
         let tcp = Rc::new(tcp);
         let reader = Reader {
             tcp: tcp.clone(),
@@ -73,12 +88,23 @@ impl Takeover {
             eof: false,
         };
         let frames = start(reader);
-        Writer {
-            tcp: &tcp,
-            frames,
-            pending: Bytes::new(),
+        {
+            // Until this is dropped, a watchdog may shut the connection down.
+            let _ended = port.outflow().ended();
+            let wake = Arc::new(ContextWake::default());
+            Writer {
+                tcp: &tcp,
+                port: &port,
+                frames,
+                waker: Waker::from(wake.clone()),
+                wake,
+                pending: Bytes::new(),
+                ended: false,
+            }
+            .await;
         }
-        .await;
+        // The session is gone or going: nothing it still queues is written.
+        port.close();
         linger(&tcp).await;
     }
 }
@@ -148,13 +174,21 @@ impl Stream for Reader {
     }
 }
 
-/// Writes the context's chunks, one at a time, until the context ends or the connection
-/// fails.
+/// Writes the port's frames and the context's chunks until the context ends or the
+/// connection fails.
 struct Writer<'a> {
     tcp: &'a TcpStream,
+    port: &'a Port,
     frames: Frames,
-    /// The rest of the chunk being written.
+    /// Whether the context was woken since it was last polled, and its waker: a frame
+    /// queued in the port wakes the writer but not the context, which is left alone
+    /// (its mailbox, its stream and its timers are not looked at for each frame).
+    wake: Arc<ContextWake>,
+    waker: Waker,
+    /// The rest of the context's chunk being written.
     pending: Bytes,
+    /// The context has ended: what it wrote last was its last.
+    ended: bool,
 }
 
 impl Future for Writer<'_> {
@@ -162,7 +196,28 @@ impl Future for Writer<'_> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
+        this.wake.task.register(cx.waker());
+        // Running now: frames queued from here on are written before it waits again.
+        this.port.clear_waker();
         loop {
+            // The port's frames first: they were queued before the chunk in `pending`.
+            while !this.port.is_empty() {
+                if ready!(this.tcp.poll_write_ready(cx)).is_err() {
+                    return Poll::Ready(());
+                }
+                match this.port.write_to(this.tcp) {
+                    Ok(0) => {
+                        log::debug!("socket write wrote nothing: closing");
+                        return Poll::Ready(());
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => {
+                        log::debug!("socket write failed: {e}");
+                        return Poll::Ready(());
+                    }
+                }
+            }
             while !this.pending.is_empty() {
                 if ready!(this.tcp.poll_write_ready(cx)).is_err() {
                     return Poll::Ready(());
@@ -180,15 +235,66 @@ impl Future for Writer<'_> {
                     }
                 }
             }
-            match ready!(this.frames.as_mut().poll_next(cx)) {
-                Some(Ok(chunk)) => this.pending = chunk,
-                Some(Err(e)) => {
+            if this.ended {
+                return Poll::Ready(());
+            }
+            if !this.wake.woken.swap(false, Ordering::AcqRel) {
+                if this.port.is_empty() {
+                    // Nothing runs in between (one thread): the next frame queued, or
+                    // anything that wakes the context, wakes the writer.
+                    this.port.set_waker(cx.waker());
+                    return Poll::Pending;
+                }
+                continue;
+            }
+            match this
+                .frames
+                .as_mut()
+                .poll_next(&mut Context::from_waker(&this.waker))
+            {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    this.pending = chunk;
+                    // It may have more: asked again once this chunk is written.
+                    this.wake.woken.store(true, Ordering::Release);
+                }
+                Poll::Ready(Some(Err(e))) => {
                     log::debug!("socket output failed: {e}");
                     return Poll::Ready(());
                 }
-                None => return Poll::Ready(()),
+                // Anything queued before the end still goes out.
+                Poll::Ready(None) => this.ended = true,
+                // Frames the session queued in this poll are written next.
+                Poll::Pending => {}
             }
         }
+    }
+}
+
+/// The waker the writer polls the context with: notes that the context has something to
+/// do, and wakes the writer's task.
+struct ContextWake {
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Default for ContextWake {
+    fn default() -> ContextWake {
+        // Polled once at the start, as any future is.
+        ContextWake {
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        }
+    }
+}
+
+impl Wake for ContextWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
 
