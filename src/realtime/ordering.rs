@@ -113,7 +113,12 @@ impl Streams {
             }
             return Ok(None);
         };
-        if let Some(waiting) = self.waiting.get_mut(&conversation) {
+        // Almost always nothing waits: one lookup per frame, not two.
+        let waiting = match self.waiting.is_empty() {
+            true => None,
+            false => self.waiting.get_mut(&conversation),
+        };
+        if let Some(waiting) = waiting {
             if waiting.len() >= max_waiting {
                 return Err(Overflow);
             }
