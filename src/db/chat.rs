@@ -234,8 +234,9 @@ fn insert_grouped_sqlite(
         let seq = tail.0 + 1;
         // The insert probes the unique (conversation, sender, client_msg_id) index
         // anyway: a repeat is what it declines, looked up only then (one probe per new
-        // message instead of two). A declined insert may use up an id (AUTOINCREMENT
-        // counts it): ids stay increasing and unique, as before, not gapless.
+        // message instead of two). Ids are SQLite's rowids (no AUTOINCREMENT, so no
+        // sqlite_sequence page per commit): messages are never deleted, so each new id
+        // is the largest so far plus one, increasing and unique.
         let inserted = InsertMessage { message: new, seq }.execute(c)?;
         if inserted == 0 {
             let row = find_repeat!(c, new).ok_or_else(|| {

@@ -249,6 +249,76 @@ impl Db {
 
 #[cfg(test)]
 mod migration_tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::{Connection, RunQueryDsl, SqliteConnection};
+    use diesel_migrations::MigrationHarness;
+
+    #[derive(diesel::QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+
+    fn one(c: &mut SqliteConnection, sql: &str) -> i64 {
+        diesel::sql_query(sql).get_result::<Row>(c).unwrap().n
+    }
+
+    /// The messages table loses AUTOINCREMENT with every row and id kept, and the next id
+    /// is still above all of them.
+    #[test]
+    fn messages_keep_their_ids_when_autoincrement_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.db");
+        let mut c = SqliteConnection::establish(&path.display().to_string()).unwrap();
+        c.batch_execute("PRAGMA foreign_keys = ON").unwrap();
+        let last = "2026-12-06-000001";
+        loop {
+            let pending = c.pending_migrations(super::SQLITE_MIGRATIONS).unwrap();
+            let next = pending.first().expect("the last migration is pending");
+            if next.name().to_string().starts_with(last) {
+                break;
+            }
+            c.run_migration(next.as_ref()).unwrap();
+        }
+        c.batch_execute(
+            "INSERT INTO users (id, username, display_name, password_hash, role, account_status, created_at, updated_at) \
+               VALUES (1, 'a', 'A', 'x', 'trainer', 'active', '2026-01-01', '2026-01-01'), \
+                      (2, 'b', 'B', 'x', 'member', 'active', '2026-01-01', '2026-01-01'); \
+             INSERT INTO conversations (id, user_low, user_high, last_seq, created_at) VALUES (1, 1, 2, 2, '2026-01-01'); \
+             INSERT INTO messages (id, conversation_id, seq, sender_id, content, client_msg_id, created_at) \
+               VALUES (5, 1, 1, 1, 'one', 'c1', '2026-01-01'), (9, 1, 2, 2, 'two', 'c2', '2026-01-01');",
+        )
+        .unwrap();
+        c.run_pending_migrations(super::SQLITE_MIGRATIONS).unwrap();
+        assert_eq!(one(&mut c, "SELECT count(*) AS n FROM messages"), 2);
+        assert_eq!(
+            one(
+                &mut c,
+                "SELECT sum(id) AS n FROM messages WHERE content IN ('one', 'two')"
+            ),
+            14
+        );
+        assert_eq!(
+            one(&mut c, "SELECT count(*) AS n FROM sqlite_master WHERE name = 'messages' AND sql LIKE '%AUTOINCREMENT%'"),
+            0
+        );
+        c.batch_execute(
+            "INSERT INTO messages (conversation_id, seq, sender_id, content, client_msg_id, created_at) \
+               VALUES (1, 3, 1, 'three', 'c3', '2026-01-01')",
+        )
+        .unwrap();
+        assert_eq!(
+            one(&mut c, "SELECT id AS n FROM messages WHERE seq = 3"),
+            10
+        );
+        // The constraints came along.
+        let repeat = c.batch_execute(
+            "INSERT INTO messages (conversation_id, seq, sender_id, content, client_msg_id, created_at) \
+               VALUES (1, 3, 2, 'again', 'c4', '2026-01-01')",
+        );
+        assert!(repeat.is_err(), "a second seq 3 is refused");
+    }
+
     /// Diesel orders migrations by the version before the first `_` of their folder and
     /// runs only one per version: two folders with the same version would skip one.
     #[test]
