@@ -73,8 +73,9 @@ pub type Batch = Arc<[Outbound]>;
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub enum ToSession {
-    /// Frames to send, and their bytes as counted in the session's [`Outflow`].
-    Frames { frames: Batch, bytes: usize },
+    /// Frames to queue for the socket, past its caps (a control notice); the port
+    /// counts their bytes as it queues them.
+    Frames { frames: Batch },
     /// Close the socket with this code and reason.
     Close { code: u16, reason: String },
 }
@@ -447,15 +448,8 @@ impl Hub {
                 access.role.as_str()
             );
             if let Some(frame) = left_frame(room) {
-                let batch: Batch = vec![Outbound::new(&frame, FrameKind::Event)].into();
-                let bytes = batch_bytes(&batch);
-                self.tell(
-                    id,
-                    ToSession::Frames {
-                        frames: batch,
-                        bytes,
-                    },
-                );
+                let frames: Batch = vec![Outbound::new(&frame, FrameKind::Event)].into();
+                self.tell(id, ToSession::Frames { frames });
             }
         }
     }
@@ -691,7 +685,7 @@ pub(crate) mod tests {
         type Result = ();
         fn handle(&mut self, msg: ToSession, _: &mut Context<Self>) {
             let text = match msg {
-                ToSession::Frames { frames, .. } => frames
+                ToSession::Frames { frames } => frames
                     .iter()
                     .map(|f| String::from_utf8_lossy(super::super::port::payload(&f.wire)))
                     .collect(),

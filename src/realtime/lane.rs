@@ -283,7 +283,7 @@ impl Handler<LaneSend> for Lane {
                     local.port.outflow().cut_off();
                 }
             }
-            ToSession::Frames { frames, .. } => {
+            ToSession::Frames { frames } => {
                 // Counted like any delivery, though it skips the caps: a control notice
                 // gets through even when the queue is full.
                 let Some(local) = self.sessions.get(&msg.id) else {

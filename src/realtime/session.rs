@@ -639,7 +639,7 @@ impl Handler<ToSession> for WsSession {
 
     fn handle(&mut self, msg: ToSession, ctx: &mut Self::Context) {
         match msg {
-            ToSession::Frames { frames, .. } => self.deliver(ctx, frames.iter().cloned()),
+            ToSession::Frames { frames } => self.deliver(ctx, frames.iter().cloned()),
             ToSession::Close { code, reason } => self.close(ctx, code, &reason),
         }
     }
