@@ -174,7 +174,7 @@ impl Lane {
             local.user
         );
         self.metrics.ws_slow_closed.inc();
-        local.port.close();
+        local.port.close_with(CLOSE_TOO_SLOW, "too slow to keep up");
         // `do_send` ignores the mailbox bound on purpose: the close must get through.
         local.addr.do_send(ToSession::Close {
             code: CLOSE_TOO_SLOW,
@@ -278,7 +278,9 @@ impl Handler<LaneSend> for Lane {
                 // before the close frame), and a client that does not read (it would
                 // never get to the close) is cut off.
                 if let Some(local) = self.sessions.remove(&msg.id) {
-                    local.port.close();
+                    if let ToSession::Close { code, reason } = &msg.msg {
+                        local.port.close_with(*code, reason);
+                    }
                     local.addr.do_send(msg.msg);
                     local.port.outflow().cut_off();
                 }
@@ -466,7 +468,7 @@ mod tests {
         deliver(&s, chat(&"x".repeat(200), 2), false);
         deliver(&s, chat("after", 3), false);
         settle().await;
-        assert_eq!(s.port.take_texts(), ["first"]);
+        assert_eq!(s.port.take_texts(), ["first", "close 4029"]);
         assert_eq!(*s.told.lock().unwrap(), ["close 4029"]);
         assert!(s.port.is_closed());
         assert_eq!(*s.gone.lock().unwrap(), vec![s.id]);
@@ -483,7 +485,9 @@ mod tests {
             deliver(&s, chat(&format!("m{seq}"), seq), false);
         }
         settle().await;
-        assert_eq!(s.port.take_texts().len(), 16);
+        let queued = s.port.take_texts();
+        assert_eq!(queued.len(), 17, "16 frames, then the close");
+        assert_eq!(queued[16], "close 4029");
         assert_eq!(*s.told.lock().unwrap(), ["close 4029"]);
         assert_eq!(*s.gone.lock().unwrap(), vec![s.id]);
     }
@@ -531,7 +535,7 @@ mod tests {
         });
         deliver(&s, frames("after", FrameKind::Event), false);
         settle().await;
-        assert_eq!(s.port.take_texts(), ["before"]);
+        assert_eq!(s.port.take_texts(), ["before", "close 4001"]);
         assert_eq!(*s.told.lock().unwrap(), ["close 4001"]);
         assert!(s.port.is_closed());
     }

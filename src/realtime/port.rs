@@ -79,6 +79,7 @@ struct Inner {
     /// The writer, waiting for frames (taken by the frame that wakes it).
     waker: Option<Waker>,
     closed: bool,
+    close_sent: bool,
 }
 
 impl Port {
@@ -105,6 +106,32 @@ impl Port {
     /// Takes nothing more; what is queued is still written.
     pub fn close(&self) {
         self.inner.borrow_mut().closed = true;
+    }
+
+    /// Queues the close frame right behind what is queued (so that a client sees the
+    /// frames before a close and the close together), then takes nothing more.
+    pub fn close_with(&self, code: u16, reason: &str) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.closed {
+            return;
+        }
+        let mut buf = BytesMut::new();
+        Parser::write_close(
+            &mut buf,
+            Some(actix_http::ws::CloseReason {
+                code: actix_http::ws::CloseCode::Other(code),
+                description: Some(reason.to_string()),
+            }),
+            false,
+        );
+        self.push(&mut inner, buf.freeze());
+        inner.closed = true;
+        inner.close_sent = true;
+    }
+
+    /// Whether the close frame was queued here ([`Port::close_with`]).
+    pub fn close_sent(&self) -> bool {
+        self.inner.borrow().close_sent
     }
 
     /// The socket's chat order, for the session's joins, leaves and own messages.
@@ -235,7 +262,14 @@ impl Port {
         self.outflow.written(wires.iter().map(|w| w.len()).sum());
         wires
             .iter()
-            .map(|w| String::from_utf8_lossy(payload(w)).into_owned())
+            .map(|w| match w[0] {
+                // A close frame: its code.
+                0x88 => {
+                    let p = payload(w);
+                    format!("close {}", u16::from_be_bytes([p[0], p[1]]))
+                }
+                _ => String::from_utf8_lossy(payload(w)).into_owned(),
+            })
             .collect()
     }
 }

@@ -168,11 +168,15 @@ impl WsSession {
             self.id.session
         );
         // Nothing is queued after the close frame; what is queued goes out before it.
-        self.port.close();
-        ctx.close(Some(ws::CloseReason {
-            code: ws::CloseCode::Other(code),
-            description: Some(reason.to_string()),
-        }));
+        // A close from the hub is queued by the lane already, right behind the frames
+        // before it.
+        if !self.port.close_sent() {
+            self.port.close();
+            ctx.close(Some(ws::CloseReason {
+                code: ws::CloseCode::Other(code),
+                description: Some(reason.to_string()),
+            }));
+        }
         ctx.stop();
     }
 
