@@ -60,6 +60,12 @@ struct Common {
     /// spotter-reference, then the lean spotter-lean), `same` or `lean`.
     #[arg(long = "compare-with", default_value = "both", value_parser = ["both", "same", "lean"])]
     compare_with: String,
+    /// Run every target this many times, interleaved (Spotter, references, Spotter, …,
+    /// each on a fresh server), and report each metric's median over the rounds (lost,
+    /// duplicates and errors: the largest). Every round's CPU ratio is printed as well.
+    /// Machine noise then moves both servers alike instead of one run's ratio.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// The same-stack reference binary (default: spotter-reference next to this binary).
     #[arg(long)]
     reference: Option<PathBuf>,
@@ -289,16 +295,29 @@ impl Targets {
     }
 
     /// Runs `f` against Spotter, then (with --compare) against each reference in turn,
-    /// never two servers at once.
+    /// never two servers at once; with `--rounds N`, N such rounds, and each target's
+    /// reports are the medians over its rounds ([`report::combine_rounds`]).
     fn each(
         &self,
         mut f: impl FnMut(&mut Target) -> Result<Vec<Report>, String>,
     ) -> Result<Vec<Vec<Report>>, String> {
-        let mut out = vec![f(&mut self.spotter()?)?];
-        for flavor in self.references() {
-            out.push(f(&mut self.reference(flavor)?)?);
+        let rounds = self.common.rounds.max(1);
+        let flavors = self.references();
+        // rounds_of[target][round] = that round's phases.
+        let mut rounds_of: Vec<Vec<Vec<Report>>> = vec![Vec::new(); flavors.len() + 1];
+        for round in 0..rounds {
+            if rounds > 1 {
+                eprintln!("round {} of {rounds}", round + 1);
+            }
+            rounds_of[0].push(f(&mut self.spotter()?)?);
+            for (i, flavor) in flavors.iter().enumerate() {
+                rounds_of[i + 1].push(f(&mut self.reference(*flavor)?)?);
+            }
         }
-        Ok(out)
+        Ok(rounds_of
+            .into_iter()
+            .map(|r| report::combine_rounds(&r))
+            .collect())
     }
 }
 

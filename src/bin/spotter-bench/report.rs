@@ -26,6 +26,8 @@ pub struct Report {
     pub params: Map<String, Value>,
     pub metrics: Vec<Metric>,
     pub notes: Vec<String>,
+    /// With --rounds: each round's value of some metrics (the CPU per unit of work).
+    pub per_round: Map<String, Value>,
 }
 
 impl Report {
@@ -36,6 +38,7 @@ impl Report {
             params: Map::new(),
             metrics: Vec::new(),
             notes: Vec::new(),
+            per_round: Map::new(),
         }
     }
 
@@ -93,8 +96,63 @@ impl Report {
             "params": self.params,
             "metrics": metrics,
             "notes": self.notes,
+            "per_round": self.per_round,
         })
     }
+}
+
+/// Metrics where any round's bad news is the answer: the largest over the rounds, not the
+/// median.
+fn worst_of_rounds(name: &str) -> bool {
+    ["lost", "duplicat", "error", "closing", "failed", "refused"]
+        .iter()
+        .any(|w| name.contains(w))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One target's phases over several rounds (`rounds[round][phase]`) → one report per
+/// phase: each metric the median over the rounds (the largest for losses, duplicates and
+/// errors), `rounds` in the params, and each round's value of the CPU metrics in
+/// `per_round` (printed as a note, kept in the JSON). One round is returned as it is.
+pub fn combine_rounds(rounds: &[Vec<Report>]) -> Vec<Report> {
+    if rounds.len() <= 1 {
+        return rounds.first().cloned().unwrap_or_default();
+    }
+    let phases = rounds.iter().map(Vec::len).min().unwrap_or(0);
+    (0..phases)
+        .map(|phase| {
+            let first = &rounds[0][phase];
+            let mut out = Report {
+                metrics: Vec::new(),
+                ..first.clone()
+            };
+            out.param("rounds", json!(rounds.len()));
+            for m in &first.metrics {
+                let values: Vec<f64> = rounds
+                    .iter()
+                    .filter_map(|r| r[phase].get(&m.name))
+                    .collect();
+                let value = if worst_of_rounds(&m.name) {
+                    values.iter().copied().fold(0.0, f64::max)
+                } else {
+                    median(values.clone())
+                };
+                if m.name.starts_with("server_cpu_per") {
+                    out.per_round.insert(m.name.clone(), json!(values));
+                }
+                out.metric(&m.name, value, m.unit);
+            }
+            out
+        })
+        .collect()
 }
 
 fn fmt(v: f64) -> String {
@@ -148,9 +206,72 @@ pub fn print(title: &str, reports: &[&Report]) {
         }
         println!("{line}");
     }
+    // With --rounds: each round's ratio, so that the spread behind a median is visible.
+    for (name, values) in &first.per_round {
+        let Some(mine) = values.as_array() else {
+            continue;
+        };
+        for b in reports.iter().skip(1) {
+            let Some(theirs) = b.per_round.get(name).and_then(Value::as_array) else {
+                continue;
+            };
+            let ratios: Vec<String> = mine
+                .iter()
+                .zip(theirs)
+                .map(|(x, y)| match (x.as_f64(), y.as_f64()) {
+                    (Some(x), Some(y)) if y != 0.0 => format!("{:.2}", x / y),
+                    _ => "-".into(),
+                })
+                .collect();
+            let paired: Vec<f64> = mine
+                .iter()
+                .zip(theirs)
+                .filter_map(|(x, y)| Some(x.as_f64()? / y.as_f64().filter(|y| *y != 0.0)?))
+                .collect();
+            let bname = b.target.split(' ').next().unwrap_or("");
+            println!(
+                "   {name} ÷{bname} by round: {} (median of the rounds' ratios {:.2})",
+                ratios.join(" "),
+                median(paired)
+            );
+        }
+    }
     for r in reports {
         for n in &r.notes {
             println!("   note ({}): {n}", r.target);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(cpu: f64, lost: f64) -> Vec<Report> {
+        let mut r = Report::new("fanout", "spotter");
+        r.metric("server_cpu_per_delivery_us", cpu, "µs");
+        r.metric("lost", lost, "");
+        vec![r]
+    }
+
+    #[test]
+    fn rounds_give_medians_but_the_worst_loss() {
+        let combined = combine_rounds(&[round(3.0, 0.0), round(1.0, 2.0), round(2.0, 0.0)]);
+        assert_eq!(combined.len(), 1);
+        let c = &combined[0];
+        assert_eq!(c.get("server_cpu_per_delivery_us"), Some(2.0));
+        assert_eq!(c.get("lost"), Some(2.0), "one round's loss is not hidden");
+        assert_eq!(c.params.get("rounds"), Some(&json!(3)));
+        assert_eq!(
+            c.per_round.get("server_cpu_per_delivery_us"),
+            Some(&json!([3.0, 1.0, 2.0]))
+        );
+        // An even count: the mean of the middle two.
+        let even = combine_rounds(&[round(4.0, 0.0), round(1.0, 0.0)]);
+        assert_eq!(even[0].get("server_cpu_per_delivery_us"), Some(2.5));
+        // One round is passed through untouched.
+        let one = combine_rounds(&[round(5.0, 1.0)]);
+        assert!(one[0].params.get("rounds").is_none());
+        assert_eq!(one[0].get("lost"), Some(1.0));
     }
 }

@@ -78,6 +78,9 @@ struct SocketPlan {
     base: String,
     token: String,
     publisher: bool,
+    /// A publisher's place in the send period, 0 ≤ phase < 1: publishers are spread over
+    /// the whole run's period, a room's publishers apart from each other.
+    phase: f64,
     source: usize,
 }
 
@@ -177,6 +180,20 @@ fn cross_instance_share(plans: &[SocketPlan]) -> f64 {
 }
 
 /// Creates the users and conversations and plans every socket.
+/// Where in the send period the publisher `j` of `room` sends: every publisher of the run
+/// has its own slot (`j · rooms + room` of `rooms · publishers`), so no two send at once
+/// and a room's two participants take turns, half a period apart in two-way chat. (Until
+/// 2026-12-07 the slots were counted per client thread: a room's two publishers sat on two
+/// threads in the same slot and sent in lockstep.)
+fn publisher_phase(room: usize, j: usize, spec: &RoomsSpec) -> f64 {
+    let publishers = spec.publishers_per_room.max(1);
+    if j >= publishers {
+        return 0.0;
+    }
+    let slots = (spec.rooms * publishers).max(1);
+    (j * spec.rooms + room) as f64 / slots as f64
+}
+
 async fn plan(target: &Target, spec: &RoomsSpec) -> Result<Vec<SocketPlan>, String> {
     let http = client::http_client(None, 16);
     let base = &target.urls[0];
@@ -196,6 +213,7 @@ async fn plan(target: &Target, spec: &RoomsSpec) -> Result<Vec<SocketPlan>, Stri
                 base: target.urls[instance_for(room, j, target.urls.len())].clone(),
                 token: user.token.clone(),
                 publisher: j < spec.publishers_per_room,
+                phase: publisher_phase(room, j, spec),
                 source: n,
             });
             n += 1;
@@ -241,6 +259,7 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
     }
     ready.wait();
     let cpu0 = target.cpu();
+    let storage0 = target.storage_cpu();
     let start = Instant::now();
     *shared.start.lock().unwrap_or_else(|e| e.into_inner()) = Some(start);
     go.wait();
@@ -259,6 +278,7 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
     }
     let end = Instant::now();
     let cpu1 = target.cpu();
+    let storage1 = target.storage_cpu();
     let drain_secs = end.duration_since(send_end).as_secs_f64();
     shared.done.store(true, Ordering::SeqCst);
     finished.wait();
@@ -303,6 +323,7 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
     let elapsed = end.duration_since(start).as_secs_f64();
     let send_secs = send_end.duration_since(start).as_secs_f64();
     let cpu = cpu1.saturating_sub(cpu0).as_secs_f64();
+    let storage = storage1.saturating_sub(storage0).as_secs_f64();
     let mut report = Report::new(scenario, &target.label());
     report.param("rooms", json!(spec.rooms));
     report.param("sockets_per_room", json!(spec.sockets_per_room));
@@ -371,6 +392,18 @@ pub fn run(target: &mut Target, spec: &RoomsSpec, scenario: &str) -> Result<Repo
         "server_cpu_per_ack_us",
         if acked > 0 {
             cpu * 1e6 / acked as f64
+        } else {
+            0.0
+        },
+        "µs",
+    );
+    // Where Spotter's CPU goes besides delivery: the threads that store each message
+    // (the references store nothing, so theirs is 0).
+    report.metric("server_cpu_storage_s", storage, "s");
+    report.metric(
+        "server_cpu_per_delivery_without_storage_us",
+        if deliveries > 0 {
+            (cpu - storage).max(0.0) * 1e6 / deliveries as f64
         } else {
             0.0
         },
@@ -447,13 +480,10 @@ async fn client_thread(
     let deliver = Arc::new(Mutex::new(hist_new()));
     let ack = Arc::new(Mutex::new(hist_new()));
     let mut tasks = Vec::new();
-    let n_pub = connected.iter().filter(|c| c.0.publisher).count();
-    let mut pub_index = 0usize;
     for (plan, sink, stream) in connected {
         let offset = if plan.publisher && rate > 0.0 {
-            // Spread publishers over one period so that they do not send in lockstep.
-            pub_index += 1;
-            Duration::from_secs_f64((pub_index as f64 / n_pub.max(1) as f64) / rate)
+            // Publishers spread over one period so that they do not send in lockstep.
+            Duration::from_secs_f64(plan.phase / rate)
         } else {
             Duration::ZERO
         };
@@ -650,11 +680,57 @@ mod tests {
                     base: format!("http://instance-{}", instance_for(room, j, n)),
                     token: if j % 2 == 0 { "trainer" } else { "member" }.into(),
                     publisher: j < publishers,
+                    phase: 0.0,
                     source: out.len(),
                 });
             }
         }
         out
+    }
+
+    fn spec(rooms: usize, publishers: usize) -> RoomsSpec {
+        RoomsSpec {
+            rooms,
+            sockets_per_room: 50,
+            publishers_per_room: publishers,
+            rate: 200.0,
+            window: 16,
+            duration: Duration::from_secs(1),
+            threads: 2,
+            source_addrs: 4,
+            content_bytes: 64,
+        }
+    }
+
+    #[test]
+    fn every_publisher_has_its_own_slot_and_a_room_takes_turns() {
+        for (rooms, publishers) in [(10, 1), (10, 2), (3, 4), (1, 2)] {
+            let s = spec(rooms, publishers);
+            let mut phases: Vec<f64> = (0..rooms)
+                .flat_map(|r| (0..publishers).map(move |j| (r, j)))
+                .map(|(r, j)| publisher_phase(r, j, &s))
+                .collect();
+            for p in &phases {
+                assert!((0.0..1.0).contains(p), "{p}");
+            }
+            // Evenly spread: sorted, the phases are k / slots.
+            phases.sort_by(f64::total_cmp);
+            let slots = (rooms * publishers) as f64;
+            for (k, p) in phases.iter().enumerate() {
+                assert!(
+                    (p - k as f64 / slots).abs() < 1e-9,
+                    "{rooms}×{publishers}: {phases:?}"
+                );
+            }
+        }
+        // Two-way: a room's two participants (sockets 0 and 1, on different client
+        // threads) are half a period apart, not in lockstep.
+        let s = spec(10, 2);
+        for room in 0..10 {
+            let gap = publisher_phase(room, 1, &s) - publisher_phase(room, 0, &s);
+            assert!((gap - 0.5).abs() < 1e-9, "room {room}: {gap}");
+        }
+        assert_eq!(publisher_phase(3, 7, &s), 0.0, "not a publisher");
     }
 
     #[test]

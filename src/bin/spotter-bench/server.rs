@@ -221,6 +221,13 @@ impl Target {
         self.pids.iter().map(|p| proc_cpu(*p)).sum()
     }
 
+    /// The part of [`Target::cpu`] spent on the threads that store chat messages
+    /// (Spotter's `chat-writer` and `sqlite-checkpoint`; zero for the references, which
+    /// store nothing).
+    pub fn storage_cpu(&self) -> Duration {
+        self.pids.iter().map(|p| storage_cpu(*p)).sum()
+    }
+
     /// Total resident memory of the server processes, in bytes.
     pub fn rss(&self) -> u64 {
         self.pids.iter().map(|p| proc_rss(*p)).sum()
@@ -335,9 +342,32 @@ fn clock_ticks() -> u64 {
     }
 }
 
+/// Thread names (as /proc shows them, 15 bytes at most) of Spotter's storage threads.
+const STORAGE_THREADS: [&str; 2] = ["chat-writer", "sqlite-checkpoi"];
+
+/// utime + stime of `pid`'s storage threads ([`STORAGE_THREADS`]).
+fn storage_cpu(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| STORAGE_THREADS.contains(&c.trim_end()))
+        })
+        .map(|t| stat_cpu(&t.path().join("stat")))
+        .sum()
+}
+
 /// utime + stime of a process, from /proc/PID/stat (0 when unreadable).
 pub fn proc_cpu(pid: u32) -> Duration {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    stat_cpu(std::path::Path::new(&format!("/proc/{pid}/stat")))
+}
+
+/// utime + stime from a /proc `stat` file of a process or a thread (0 when unreadable).
+fn stat_cpu(path: &std::path::Path) -> Duration {
+    let Ok(stat) = std::fs::read_to_string(path) else {
         return Duration::ZERO;
     };
     // The command name may contain spaces: fields are counted after its closing ')'.
