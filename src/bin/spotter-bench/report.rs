@@ -104,9 +104,18 @@ impl Report {
 /// Metrics where any round's bad news is the answer: the largest over the rounds, not the
 /// median.
 fn worst_of_rounds(name: &str) -> bool {
-    ["lost", "duplicat", "error", "closing", "failed", "refused"]
-        .iter()
-        .any(|w| name.contains(w))
+    [
+        "lost",
+        "duplicat",
+        "error",
+        "closing",
+        "closed",
+        "failed",
+        "refused",
+        "unanswered",
+    ]
+    .iter()
+    .any(|w| name.contains(w))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -261,6 +270,25 @@ mod tests {
         let c = &combined[0];
         assert_eq!(c.get("server_cpu_per_delivery_us"), Some(2.0));
         assert_eq!(c.get("lost"), Some(2.0), "one round's loss is not hidden");
+        for name in [
+            "duplicates",
+            "error_frames",
+            "connect_errors",
+            "sockets_closed",
+            "unanswered",
+            "requests_failed",
+            "responses_closing_connection",
+        ] {
+            assert!(worst_of_rounds(name), "{name}");
+        }
+        for name in [
+            "held",
+            "deliveries_per_s",
+            "server_cpu_per_delivery_us",
+            "acks_per_s",
+        ] {
+            assert!(!worst_of_rounds(name), "{name}");
+        }
         assert_eq!(c.params.get("rounds"), Some(&json!(3)));
         assert_eq!(
             c.per_round.get("server_cpu_per_delivery_us"),
