@@ -419,3 +419,68 @@ pub fn raise_nofile() -> u64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Burns CPU on a thread named `name` for about `busy`.
+    fn spin_on(name: &str, busy: Duration) {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                let start = std::time::Instant::now();
+                let mut x = 0u64;
+                while start.elapsed() < busy {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+            .expect("spawn")
+            .join()
+            .expect("join");
+    }
+
+    #[test]
+    fn storage_cpu_counts_only_the_storage_threads() {
+        let me = std::process::id();
+        let before = storage_cpu(me);
+        spin_on("other-thread", Duration::from_millis(200));
+        let after_other = storage_cpu(me);
+        // A thread that has exited is gone from /proc/PID/task: this one spins until told
+        // to stop, and the test waits (by CPU, not wall time, so that a loaded machine
+        // only makes it slower) until 150 ms of it were counted.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let keeper = std::thread::Builder::new()
+            .name("chat-writer".into())
+            .spawn(move || {
+                let mut x = 0u64;
+                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+            .expect("spawn");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut during = storage_cpu(me);
+        while during.saturating_sub(after_other) < Duration::from_millis(150)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+            during = storage_cpu(me);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        keeper.join().expect("join");
+        assert!(
+            after_other.saturating_sub(before) < Duration::from_millis(50),
+            "another thread's CPU is not storage: {before:?} → {after_other:?}"
+        );
+        assert!(
+            during.saturating_sub(after_other) >= Duration::from_millis(150),
+            "the chat-writer thread's CPU is counted: {after_other:?} → {during:?}"
+        );
+        assert!(
+            proc_cpu(me) >= during,
+            "storage is part of the process's CPU"
+        );
+    }
+}
