@@ -144,6 +144,17 @@ pub fn combine_rounds(rounds: &[Vec<Report>]) -> Vec<Report> {
                 ..first.clone()
             };
             out.param("rounds", json!(rounds.len()));
+            // Every round's notes (a close, an error), not only the first round's.
+            out.notes = rounds
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| {
+                    r[phase]
+                        .notes
+                        .iter()
+                        .map(move |n| format!("round {}: {n}", i + 1))
+                })
+                .collect();
             for m in &first.metrics {
                 let values: Vec<f64> = rounds
                     .iter()
@@ -293,6 +304,14 @@ mod tests {
         assert_eq!(
             c.per_round.get("server_cpu_per_delivery_us"),
             Some(&json!([3.0, 1.0, 2.0]))
+        );
+        // A note of a later round is kept.
+        let mut noted = round(1.0, 0.0);
+        noted[0].note("3 sockets closed with 4029".into());
+        let with_note = combine_rounds(&[round(1.0, 0.0), noted]);
+        assert_eq!(
+            with_note[0].notes,
+            vec!["round 2: 3 sockets closed with 4029".to_string()]
         );
         // An even count: the mean of the middle two.
         let even = combine_rounds(&[round(4.0, 0.0), round(1.0, 0.0)]);
