@@ -179,7 +179,6 @@ fn cross_instance_share(plans: &[SocketPlan]) -> f64 {
     }
 }
 
-/// Creates the users and conversations and plans every socket.
 /// Where in the send period the publisher `j` of `room` sends: every publisher of the run
 /// has its own slot (`j · rooms + room` of `rooms · publishers`), so no two send at once
 /// and a room's two participants take turns, half a period apart in two-way chat. (Until
@@ -194,6 +193,7 @@ fn publisher_phase(room: usize, j: usize, spec: &RoomsSpec) -> f64 {
     (j * spec.rooms + room) as f64 / slots as f64
 }
 
+/// Creates the users and conversations and plans every socket.
 async fn plan(target: &Target, spec: &RoomsSpec) -> Result<Vec<SocketPlan>, String> {
     let http = client::http_client(None, 16);
     let base = &target.urls[0];

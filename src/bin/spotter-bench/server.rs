@@ -423,59 +423,61 @@ pub fn raise_nofile() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
 
-    /// Burns CPU on a thread named `name` for about `busy`.
-    fn spin_on(name: &str, busy: Duration) {
-        std::thread::Builder::new()
+    /// A thread named `name` that burns CPU until the flag is set (a thread that has
+    /// exited is gone from /proc/PID/task, so it must still run while it is read).
+    fn spinner(name: &str) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new()
             .name(name.into())
             .spawn(move || {
-                let start = std::time::Instant::now();
                 let mut x = 0u64;
-                while start.elapsed() < busy {
+                while !flag.load(Ordering::Relaxed) {
                     x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
                 }
             })
-            .expect("spawn")
-            .join()
-            .expect("join");
+            .expect("spawn");
+        (stop, handle)
+    }
+
+    /// Waits (by CPU, not wall time, so that a loaded machine only makes it slower) until
+    /// `read` has grown by `by` from `from`, for at most 30 s; answers the last reading.
+    fn wait_for_cpu(read: impl Fn() -> Duration, from: Duration, by: Duration) -> Duration {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut now = read();
+        while now.saturating_sub(from) < by && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            now = read();
+        }
+        now
     }
 
     #[test]
     fn storage_cpu_counts_only_the_storage_threads() {
         let me = std::process::id();
+        let enough = Duration::from_millis(150);
+        // Another thread's CPU is the process's, not storage.
         let before = storage_cpu(me);
-        spin_on("other-thread", Duration::from_millis(200));
+        let (stop, other) = spinner("other-thread");
+        let cpu0 = proc_cpu(me);
+        wait_for_cpu(|| proc_cpu(me), cpu0, enough);
         let after_other = storage_cpu(me);
-        // A thread that has exited is gone from /proc/PID/task: this one spins until told
-        // to stop, and the test waits (by CPU, not wall time, so that a loaded machine
-        // only makes it slower) until 150 ms of it were counted.
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
-        let keeper = std::thread::Builder::new()
-            .name("chat-writer".into())
-            .spawn(move || {
-                let mut x = 0u64;
-                while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
-                }
-            })
-            .expect("spawn");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut during = storage_cpu(me);
-        while during.saturating_sub(after_other) < Duration::from_millis(150)
-            && std::time::Instant::now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(20));
-            during = storage_cpu(me);
-        }
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        keeper.join().expect("join");
+        stop.store(true, Ordering::Relaxed);
+        other.join().expect("join");
         assert!(
             after_other.saturating_sub(before) < Duration::from_millis(50),
             "another thread's CPU is not storage: {before:?} → {after_other:?}"
         );
+        // The chat writer's is.
+        let (stop, writer) = spinner("chat-writer");
+        let during = wait_for_cpu(|| storage_cpu(me), after_other, enough);
+        stop.store(true, Ordering::Relaxed);
+        writer.join().expect("join");
         assert!(
-            during.saturating_sub(after_other) >= Duration::from_millis(150),
+            during.saturating_sub(after_other) >= enough,
             "the chat-writer thread's CPU is counted: {after_other:?} → {during:?}"
         );
         assert!(
